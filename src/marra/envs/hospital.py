@@ -1,0 +1,605 @@
+"""The hospital environment: ONE batched implementation of the dynamics (torch).
+
+:class:`HospitalEnv` steps ``num_envs`` independent copies of a hospital network at once. Every
+tensor has shape ``(num_envs, n)`` (``n`` hospitals = agents) or ``(num_envs,)``; ``step`` has no
+Python loop over hospitals or copies. The Gymnasium and PettingZoo views in
+:mod:`marra.envs.views` wrap this class and never re-implement it. ``docs/environment.md`` states
+the observation, the clearing rule (with a worked example), the reward, its scale and the
+timeline.
+
+Timeline of one step ``t`` (0-based) of a copy:
+
+1. the events of step ``t`` have already happened (they are applied when the previous step ends,
+   or by ``reset`` for ``t = 0``): targets become ``target[t]``, minima ``minimum[t]``, and every
+   shock scheduled at ``t`` removes staff from its hospital (``marra.scenarios.apply_shock``:
+   ``max(0, min(floor(fraction * c), c - m))``; they leave the system);
+   the observation the agents see shows this state, ``c``;
+2. the agents act: ``action`` ``(num_envs, n)``, in staff units, > 0 asks to receive, < 0 offers;
+3. the clearing rule (:func:`clear_transfers`) turns the joint action into feasible transfers,
+   giving the new staffing ``y``;
+4. the reward of paper 000 Eq. (1) and the metrics in ``info`` are computed on ``y`` against
+   ``target[t]`` and ``minimum[t]``;
+5. ``t`` advances; if ``t < horizon`` the events of the new step happen; ``truncated`` is True
+   when ``t == horizon``. ``terminated`` is always False.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from marra.network import HospitalNetwork, generate_network
+from marra.scenarios import Scenario, apply_shock, make_scenario
+
+__all__ = [
+    "HospitalEnv",
+    "RewardWeights",
+    "clear_transfers",
+    "LOCAL_FEATURES",
+    "CONTEXT_FEATURES",
+    "POOLED_STATISTICS",
+]
+
+#: Per-hospital features of the observation, in order (``s`` is the copy's scale, the mean
+#: target at step 0; ``u`` the capacity).
+LOCAL_FEATURES = (
+    "current/s",
+    "minimum/s",
+    "target/s",
+    "(current-target)/s",
+    "(current-minimum)/s",
+    "capacity_headroom",  # (u-c)/(u-c+s) in [0, 1]; 1 when there is no capacity
+)
+#: Network-wide features broadcast to every hospital (the last ``context_dim`` columns).
+CONTEXT_FEATURES = (
+    "surplus",  # sum max(0, c-t) / (n s)
+    "deficit",  # sum max(0, t-c) / (n s)
+    "minima_deficit",  # sum max(0, m-c) / (n s)
+    "time_left",  # (horizon - t) / horizon
+    "budget",  # min(1, B / (n s)); 1 without a budget
+)
+#: Statistics over hospitals pooled into :meth:`HospitalEnv.global_state` after the context.
+POOLED_STATISTICS = ("mean", "std")
+
+_TINY = 1e-300
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the three terms of paper 000 Eq. (1); a weight of 0 switches a term off.
+
+    ``target`` weighs ``sum (y-t)^2``, ``minima`` weighs ``eta * sum max(0, m-y)``, ``fairness``
+    weighs ``var(net transfers)`` (the reward ablation of paper 000, Figure 2).
+    """
+
+    target: float = 1.0
+    minima: float = 1.0
+    fairness: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("target", "minima", "fairness"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"reward_weights.{name}: must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"reward_weights.{name}: must be finite and >= 0, got {value!r}")
+
+
+def _round_largest_remainder(ideal: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+    """Whole amounts ``(num_envs, n)`` summing exactly to ``volume`` ``(num_envs,)``.
+
+    Each entry gets ``floor(ideal)``; the ``volume - sum floor(ideal)`` missing units go one
+    each to the entries with the largest remainders (ties: lower index first). Entries with a
+    zero remainder never get a unit, so an entry never exceeds ``ceil(ideal)``: a whole-number
+    cap ``>= ideal`` is kept. Needs ``sum ideal == volume`` (up to rounding) and whole ``volume``.
+    """
+    base = torch.floor(ideal)
+    remainder = ideal - base
+    missing = torch.round(volume - base.sum(dim=1)).clamp_min(0.0)
+    order = torch.argsort(remainder, dim=1, descending=True, stable=True)
+    n = ideal.shape[1]
+    positions = torch.arange(n, device=ideal.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    extra = (rank < missing.unsqueeze(1)) & (remainder > 0)
+    return base + extra.to(ideal.dtype)
+
+
+def clear_transfers(
+    current: torch.Tensor,
+    minimum: torch.Tensor,
+    capacity: torch.Tensor,
+    action: torch.Tensor,
+    transfer_budget: float | torch.Tensor | None = None,
+    *,
+    integer: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The clearing rule: turn a joint action into feasible transfers (pro rata).
+
+    All tensors ``(num_envs, n)`` float64; ``action`` must be finite (the environment maps
+    NaN/inf to 0 first). For every copy:
+
+    - offers ``o_i = clip(-a_i, 0, k_i)`` with ``k_i = max(c_i - m_i, 0)`` (``floor``-ed in
+      integer mode): a sender never goes below its minimum and a hospital at or below its
+      minimum offers nothing;
+    - requests ``r_i = clip(a_i, 0, q_i)`` with ``q_i = max(u_i - c_i, 0)`` (``floor``-ed in
+      integer mode): a receiver never exceeds its capacity;
+    - volume ``V = min(sum o, sum r, B)`` (``floor``-ed in integer mode);
+    - sender ``i`` gives ``o_i V / sum o``, receiver ``j`` gets ``r_j V / sum r``. In integer
+      mode each side is rounded to whole staff by floor + largest remainder, which keeps each
+      side's sum exactly ``V`` and never exceeds a cap (the caps are whole numbers).
+
+    Returns:
+        ``(given, received, volume)``: staff given and received per hospital ``(num_envs, n)``
+        (both >= 0, a hospital is never both) and the moved volume ``V`` ``(num_envs,)``.
+        The new staffing is ``current - given + received``; the total is conserved (to
+        rounding in continuous mode, exactly in integer mode).
+    """
+    give_cap = torch.clamp(current - minimum, min=0.0)
+    take_cap = torch.clamp(capacity - current, min=0.0)
+    if integer:
+        give_cap = torch.floor(give_cap)
+        take_cap = torch.floor(take_cap)
+    offer = torch.minimum(torch.clamp(-action, min=0.0), give_cap)
+    request = torch.minimum(torch.clamp(action, min=0.0), take_cap)
+    offered = offer.sum(dim=1)
+    requested = request.sum(dim=1)
+    volume = torch.minimum(offered, requested)
+    if transfer_budget is not None:
+        volume = torch.clamp(volume, max=transfer_budget)
+    if integer:
+        volume = torch.floor(volume)
+    given = offer * (volume / offered.clamp_min(_TINY)).unsqueeze(1)
+    received = request * (volume / requested.clamp_min(_TINY)).unsqueeze(1)
+    if integer:
+        given = _round_largest_remainder(given, volume)
+        received = _round_largest_remainder(received, volume)
+    return given, received, volume
+
+
+def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class HospitalEnv:
+    """``num_envs`` copies of a hospital network, stepped together (torch, any device).
+
+    Args:
+        network: the network every copy starts from. ``None`` (default) draws a fresh random
+            network for every copy at every reset, ``generate_network(n_hospitals, seed)`` with a
+            seed derived from (reset seed, copy index, episode), so a policy learns to
+            generalise across networks; pass one network to train and evaluate on it.
+        n_hospitals: hospitals per copy when ``network`` is None (default 150); when a network
+            is given it must be None or equal to ``network.n``.
+        num_envs: copies stepped at once.
+        scenario: a :class:`~marra.scenarios.Scenario` or a spec for
+            :func:`~marra.scenarios.make_scenario` (``"static"``, ``"shifting"``, ``"shock"``,
+            ``"shifting+shock"``, ...). Each copy draws its own realisation at every reset.
+        horizon: steps per episode (default 50, paper 000 section 4.1); with a Scenario object
+            the scenario's horizon is used and a different value is an error.
+        transfer_budget: per-step cap B on the staff moved in one copy (None: no cap).
+        integer: whole-staff transfers (exact); default False: fractional staff as in paper 000.
+        reward_weights: :class:`RewardWeights` of the three terms of Eq. (1).
+        eta: weight of the minima violations in Eq. (1) (paper 000: 100).
+        reward_scale: positive divisor of the learning reward, ``reward = reward_raw / scale``.
+            ``"auto"`` (default) uses ``n * s**2`` per copy (``s`` = mean target at step 0),
+            fixed over an episode, so it never changes which actions are optimal.
+        auto_reset: reset copies that reach the horizon inside ``step`` (their last observation
+            goes to ``info["final_obs"]``).
+        device: torch device of every tensor.
+        seed: default seed of the first ``reset`` without one (None: fresh OS entropy).
+        max_action: actions are clipped to ``[-max_action, max_action]`` staff. None: the
+            largest current or target of ``network``, or 100 for random networks.
+        network_kwargs: extra keyword arguments for ``generate_network`` (e.g.
+            ``{"capacity_factor": 1.5}``); only when ``network`` is None.
+
+    Attributes:
+        num_envs, n, horizon, obs_dim, local_dim, context_dim, state_dim, max_action, integer,
+        transfer_budget, device; tensors ``current``, ``minimum``, ``target``, ``capacity``
+        (``inf`` where none) ``(num_envs, n)`` float64, ``t`` ``(num_envs,)`` int64, ``scale``
+        ``(num_envs,)``; ``networks`` (the starting network of each copy) and ``realisations``
+        (each copy's scenario draw) of the current episodes.
+    """
+
+    local_dim = len(LOCAL_FEATURES)
+    context_dim = len(CONTEXT_FEATURES)
+    obs_dim = local_dim + context_dim
+    state_dim = context_dim + len(POOLED_STATISTICS) * local_dim
+
+    def __init__(
+        self,
+        *,
+        network: HospitalNetwork | None = None,
+        n_hospitals: int | None = None,
+        num_envs: int = 1,
+        scenario: str | Scenario = "static",
+        horizon: int | None = None,
+        transfer_budget: float | None = None,
+        integer: bool = False,
+        reward_weights: RewardWeights | None = None,
+        eta: float = 100.0,
+        reward_scale: float | Literal["auto"] = "auto",
+        auto_reset: bool = False,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        max_action: float | None = None,
+        network_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if network is not None and not isinstance(network, HospitalNetwork):
+            raise ValueError(f"network: expected a HospitalNetwork or None, got {network!r}")
+        if network is not None:
+            if n_hospitals is not None and n_hospitals != network.n:
+                raise ValueError(
+                    f"n_hospitals: {n_hospitals!r} differs from the given network's "
+                    f"{network.n} hospitals (leave n_hospitals out)"
+                )
+            if network_kwargs:
+                raise ValueError("network_kwargs: only used when network is None")
+            if integer:
+                network.check_integral()
+            self.n = network.n
+        else:
+            self.n = _check_int("n_hospitals", 150 if n_hospitals is None else n_hospitals)
+        self.num_envs = _check_int("num_envs", num_envs)
+        if isinstance(scenario, str):
+            self.horizon = _check_int("horizon", 50 if horizon is None else horizon)
+            scenario = make_scenario(scenario, horizon=self.horizon)
+        elif isinstance(scenario, Scenario):
+            if horizon is not None and horizon != scenario.horizon:
+                raise ValueError(
+                    f"horizon: {horizon!r} differs from the scenario's horizon "
+                    f"{scenario.horizon} (leave horizon out)"
+                )
+            self.horizon = _check_int("horizon", scenario.horizon)
+        else:
+            raise ValueError(f"scenario: expected a spec string or a Scenario, got {scenario!r}")
+        self.scenario = scenario
+        if transfer_budget is not None:
+            transfer_budget = float(transfer_budget)
+            if math.isnan(transfer_budget) or transfer_budget < 0:
+                raise ValueError(f"transfer_budget: must be >= 0 or None, got {transfer_budget}")
+            if math.isinf(transfer_budget):
+                transfer_budget = None
+        self.transfer_budget = transfer_budget
+        self.integer = bool(integer)
+        if reward_weights is None:
+            reward_weights = RewardWeights()
+        if not isinstance(reward_weights, RewardWeights):
+            raise ValueError(
+                f"reward_weights: expected a RewardWeights, got {type(reward_weights).__name__}"
+            )
+        self.reward_weights = reward_weights
+        eta = float(eta)
+        if not math.isfinite(eta) or eta < 0:
+            raise ValueError(f"eta: must be finite and >= 0, got {eta}")
+        self.eta = eta
+        if reward_scale != "auto":
+            if isinstance(reward_scale, str):
+                raise ValueError(f"reward_scale: 'auto' or a positive number, got {reward_scale!r}")
+            reward_scale = float(reward_scale)
+            if not math.isfinite(reward_scale) or reward_scale <= 0:
+                raise ValueError(f"reward_scale: must be finite and > 0, got {reward_scale}")
+        self.reward_scale = reward_scale
+        self.auto_reset = bool(auto_reset)
+        self.device = torch.device(device)
+        if max_action is None:
+            if network is not None:
+                max_action = max(1.0, float(np.max(np.maximum(network.current, network.target))))
+            else:
+                max_action = 100.0
+        max_action = float(max_action)
+        if not math.isfinite(max_action) or max_action <= 0:
+            raise ValueError(f"max_action: must be finite and > 0, got {max_action}")
+        self.max_action = max_action
+        self.network = network
+        self.network_kwargs = {"names": False, "coords": False, **(network_kwargs or {})}
+        self._default_seed = seed
+        self._base_seed: int | None = None
+        self._episode = np.zeros(self.num_envs, dtype=np.int64)
+        self.networks: list[HospitalNetwork | None] = [None] * self.num_envs
+        self.realisations: list[Any] = [None] * self.num_envs
+
+        shape = (self.num_envs, self.n)
+        f64 = {"dtype": torch.float64, "device": self.device}
+        self.current = torch.zeros(shape, **f64)
+        self.minimum = torch.zeros(shape, **f64)
+        self.target = torch.zeros(shape, **f64)
+        self.capacity = torch.full(shape, math.inf, **f64)
+        self.t = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self.scale = torch.ones(self.num_envs, **f64)
+        self._reward_divisor = torch.ones(self.num_envs, **f64)
+        self._target_timeline = torch.zeros((self.num_envs, self.horizon, self.n), **f64)
+        self._minimum_timeline = torch.zeros((self.num_envs, self.horizon, self.n), **f64)
+        self._shock_hospital = torch.zeros(
+            (self.num_envs, self.horizon, 0), dtype=torch.int64, device=self.device
+        )
+        self._shock_fraction = torch.zeros((self.num_envs, self.horizon, 0), **f64)
+        # host mirror of t, for control flow without a device synchronisation
+        self._t_host = np.full(self.num_envs, -1, dtype=np.int64)
+        self._rows = torch.arange(self.num_envs, device=self.device)
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> torch.Tensor:
+        """Start a new episode in every copy; returns obs ``(num_envs, n, obs_dim)`` float32.
+
+        With ``seed``, copy ``i`` draws its network and realisation from
+        ``SeedSequence(seed, spawn_key=(i, episode))`` with ``episode = 0``; without one the
+        episode counter of every copy advances, so the draws continue a reproducible sequence
+        (the first unseeded reset uses the constructor ``seed``). ``options`` is accepted for
+        API compatibility and unused.
+        """
+        if seed is not None:
+            if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+                raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
+            self._base_seed = int(seed)
+            self._episode[:] = 0
+        elif self._base_seed is None:
+            self._base_seed = (
+                int(self._default_seed)
+                if self._default_seed is not None
+                else int(np.random.SeedSequence().entropy % (2**63))
+            )
+            self._episode[:] = 0
+        else:
+            self._episode += 1
+        self._start(np.arange(self.num_envs))
+        return self.observe()
+
+    def reset_done(self, mask: torch.Tensor | np.ndarray | Sequence[bool]) -> torch.Tensor:
+        """Reset only the copies where ``mask`` ``(num_envs,)`` is True (their next episode);
+        returns obs ``(num_envs, n, obs_dim)`` for all copies."""
+        mask_np = np.asarray(
+            mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask, dtype=bool
+        )
+        if mask_np.shape != (self.num_envs,):
+            raise ValueError(f"mask: expected shape ({self.num_envs},), got {mask_np.shape}")
+        if self._base_seed is None:
+            raise RuntimeError("reset_done() called before reset()")
+        rows = np.flatnonzero(mask_np)
+        if rows.size:
+            self._episode[rows] += 1
+            self._start(rows)
+        return self.observe()
+
+    def _draw(self, copy: int) -> tuple[HospitalNetwork, Any]:
+        assert self._base_seed is not None
+        sequence = np.random.SeedSequence(
+            self._base_seed, spawn_key=(int(copy), int(self._episode[copy]))
+        )
+        network_seed, scenario_seed = (int(x) for x in sequence.generate_state(2, np.uint32))
+        network = self.network
+        if network is None:
+            network = generate_network(self.n, network_seed, **self.network_kwargs)
+        realisation = self.scenario.realise(network, scenario_seed)
+        for field in ("target", "minimum"):
+            shape = np.shape(getattr(realisation, field))
+            if shape != (self.horizon, self.n):
+                raise ValueError(
+                    f"scenario: realisation {field} has shape {shape}, expected "
+                    f"({self.horizon}, {self.n}) (horizon, n)"
+                )
+        return network, realisation
+
+    def _start(self, rows: np.ndarray) -> None:
+        """Draw networks and realisations for copies ``rows`` and apply the events of step 0."""
+        k, horizon, n = len(rows), self.horizon, self.n
+        current = np.empty((k, n))
+        capacity = np.empty((k, n))
+        target = np.empty((k, horizon, n))
+        minimum = np.empty((k, horizon, n))
+        shocks: list[dict[int, np.ndarray]] = []
+        for j, copy in enumerate(rows):
+            network, realisation = self._draw(int(copy))
+            self.networks[copy] = network
+            self.realisations[copy] = realisation
+            current[j] = network.current
+            capacity[j] = network.upper
+            target[j] = realisation.target
+            minimum[j] = realisation.minimum
+            if self.integer and np.any(np.mod(current[j], 1.0) != 0.0):
+                raise ValueError("network: integer mode needs whole current staff")
+            # shocks of one step on one hospital combine as the scenario says (1 - prod(1 - f))
+            shocks.append(
+                {
+                    int(step): np.flatnonzero(realisation.shock_fractions(int(step)))
+                    for step in np.unique(realisation.shock_step)
+                }
+            )
+        # shocks as (copy, step, slot) tables; slots = most hospitals shocked at one step
+        slots = max(
+            [len(hit) for by_step in shocks for hit in by_step.values()]
+            + [self._shock_hospital.shape[2]]
+        )
+        if slots > self._shock_hospital.shape[2]:
+            pad = slots - self._shock_hospital.shape[2]
+            self._shock_hospital = torch.nn.functional.pad(self._shock_hospital, (0, pad))
+            self._shock_fraction = torch.nn.functional.pad(self._shock_fraction, (0, pad))
+        shock_hospital = np.zeros((k, horizon, slots), dtype=np.int64)
+        shock_fraction = np.zeros((k, horizon, slots))
+        for j, by_step in enumerate(shocks):
+            realisation = self.realisations[rows[j]]
+            for step, hit in by_step.items():
+                shock_hospital[j, step, : len(hit)] = hit
+                shock_fraction[j, step, : len(hit)] = realisation.shock_fractions(step)[hit]
+
+        index = torch.as_tensor(rows, device=self.device)
+
+        def put(tensor: torch.Tensor, values: np.ndarray) -> None:
+            tensor[index] = torch.as_tensor(values, dtype=tensor.dtype).to(self.device)
+
+        put(self.current, current)
+        put(self.capacity, capacity)
+        put(self._target_timeline, target)
+        put(self._minimum_timeline, minimum)
+        put(self._shock_hospital, shock_hospital)
+        put(self._shock_fraction, shock_fraction)
+        mean_target = target[:, 0, :].mean(axis=1)
+        scale = np.where(mean_target > 0, mean_target, 1.0)
+        put(self.scale, scale)
+        divisor = n * scale**2 if self.reward_scale == "auto" else np.full(k, self.reward_scale)
+        put(self._reward_divisor, divisor)
+        self.t[index] = 0
+        self._t_host[rows] = 0
+        started = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        started[index] = True
+        self._apply_events(started)
+
+    # ------------------------------------------------------------------ dynamics
+    def _apply_events(self, rows: torch.Tensor) -> torch.Tensor:
+        """Events of step ``t`` for copies where ``rows`` ``(num_envs,)`` is True and
+        ``t < horizon``: targets, minima, shocks. Returns the staff lost ``(num_envs,)``."""
+        active = rows & (self.t < self.horizon)
+        step = self.t.clamp(max=self.horizon - 1)
+        keep = active.unsqueeze(1)
+        self.target = torch.where(keep, self._target_timeline[self._rows, step], self.target)
+        self.minimum = torch.where(keep, self._minimum_timeline[self._rows, step], self.minimum)
+        lost_total = torch.zeros(self.num_envs, dtype=torch.float64, device=self.device)
+        for slot in range(self._shock_hospital.shape[2]):  # shocks at one step (usually <= 1)
+            hospital = self._shock_hospital[self._rows, step, slot].unsqueeze(1)
+            fraction = self._shock_fraction[self._rows, step, slot].unsqueeze(1)
+            staff = self.current.gather(1, hospital)
+            after, lost = apply_shock(staff, self.minimum.gather(1, hospital), fraction)
+            hit = keep & (fraction > 0)
+            self.current = self.current.scatter(1, hospital, torch.where(hit, after, staff))
+            lost_total = lost_total + torch.where(hit, lost, 0.0).squeeze(1)
+        return lost_total
+
+    def step(
+        self, action: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Act in every copy.
+
+        Args:
+            action: ``(num_envs, n)`` staff per hospital: > 0 asks to receive that many, < 0
+                offers that many. NaN and +-inf are treated as 0 (no-op), then actions are
+                clipped to ``[-max_action, max_action]``.
+
+        Returns:
+            ``(obs, reward, terminated, truncated, info)``: obs ``(num_envs, n, obs_dim)``
+            float32; reward ``(num_envs,)`` float32, ``reward_raw / reward_scale``; terminated
+            ``(num_envs,)`` bool, always False; truncated ``(num_envs,)`` bool, True at the
+            horizon. ``info`` holds ``(num_envs,)`` float64 tensors ``target_error``
+            (``sum (y-t)^2``), ``minima_violation`` (``sum max(0, m-y)``), ``fairness``
+            (population variance over hospitals of the net transfers ``y - c``),
+            ``reward_raw`` (Eq. 1 with the weights, unscaled), ``mae`` (``mean |y-t|``),
+            ``moved`` (staff that changed hospital), ``total`` (``sum y``), ``shock_loss``
+            (staff removed by the events that followed the step), plus ``net_transfer``
+            ``(num_envs, n)`` (``y - c``) and, with auto-reset, ``final_obs``
+            ``(num_envs, n, obs_dim)`` (the last observation of every copy before any reset)
+            and ``reset_mask`` ``(num_envs,)``.
+        """
+        if self._base_seed is None:
+            raise RuntimeError("step() called before reset()")
+        if np.any(self._t_host >= self.horizon):
+            finished = np.flatnonzero(self._t_host >= self.horizon).tolist()
+            raise RuntimeError(
+                f"step() called on copies {finished[:10]} that reached the horizon; call reset() "
+                "or reset_done(mask), or construct with auto_reset=True"
+            )
+        action = torch.as_tensor(action)
+        if tuple(action.shape) != (self.num_envs, self.n):
+            raise ValueError(
+                f"action: expected shape ({self.num_envs}, {self.n}) (num_envs, n), "
+                f"got {tuple(action.shape)}"
+            )
+        action = action.to(device=self.device, dtype=torch.float64)
+        action = torch.where(torch.isfinite(action), action, 0.0)
+        action = torch.clamp(action, -self.max_action, self.max_action)
+
+        current, minimum, target = self.current, self.minimum, self.target
+        given, received, volume = clear_transfers(
+            current, minimum, self.capacity, action, self.transfer_budget, integer=self.integer
+        )
+        allocation = current - given + received
+        net_transfer = allocation - current
+        weights = self.reward_weights
+        target_error = torch.sum((allocation - target) ** 2, dim=1)
+        minima_violation = torch.sum(torch.clamp(minimum - allocation, min=0.0), dim=1)
+        fairness = torch.var(net_transfer, dim=1, correction=0)
+        reward_raw = -(  # paper 000 Eq. (1)
+            weights.target * target_error
+            + weights.minima * self.eta * minima_violation
+            + weights.fairness * fairness
+        )
+        info: dict[str, torch.Tensor] = {
+            "target_error": target_error,
+            "minima_violation": minima_violation,
+            "fairness": fairness,
+            "reward_raw": reward_raw,
+            "mae": torch.mean(torch.abs(allocation - target), dim=1),
+            "moved": volume,
+            "total": allocation.sum(dim=1),
+        }
+        reward = (reward_raw / self._reward_divisor).to(torch.float32)
+
+        self.current = allocation
+        self.t = self.t + 1
+        self._t_host += 1
+        info["shock_loss"] = self._apply_events(torch.ones_like(self.t, dtype=torch.bool))
+        info["net_transfer"] = net_transfer
+        truncated = self.t >= self.horizon
+        terminated = torch.zeros_like(truncated)
+        obs = self.observe()
+        if self.auto_reset:
+            info["final_obs"] = obs
+            info["reset_mask"] = truncated
+            finished = self._t_host >= self.horizon
+            if finished.any():
+                obs = self.reset_done(finished)
+        return obs, reward, terminated, truncated, info
+
+    # ------------------------------------------------------------------ observation
+    def _local_features(self) -> torch.Tensor:
+        scale = self.scale.unsqueeze(1)
+        current, minimum, target = self.current, self.minimum, self.target
+        room = torch.clamp(self.capacity - current, min=0.0)
+        headroom = torch.where(torch.isinf(room), 1.0, room / (room + scale).clamp_min(_TINY))
+        return torch.stack(
+            [
+                current / scale,
+                minimum / scale,
+                target / scale,
+                (current - target) / scale,
+                (current - minimum) / scale,
+                headroom,
+            ],
+            dim=-1,
+        )
+
+    def context(self) -> torch.Tensor:
+        """The network-wide context ``(num_envs, context_dim)`` (see ``CONTEXT_FEATURES``)."""
+        per_hospital = self.n * self.scale
+        current, minimum, target = self.current, self.minimum, self.target
+        surplus = torch.clamp(current - target, min=0.0).sum(dim=1) / per_hospital
+        deficit = torch.clamp(target - current, min=0.0).sum(dim=1) / per_hospital
+        minima_deficit = torch.clamp(minimum - current, min=0.0).sum(dim=1) / per_hospital
+        time_left = (self.horizon - self.t).to(torch.float64) / self.horizon
+        if self.transfer_budget is None:
+            budget = torch.ones_like(surplus)
+        else:
+            budget = torch.clamp(self.transfer_budget / per_hospital, max=1.0)
+        return torch.stack([surplus, deficit, minima_deficit, time_left, budget], dim=-1)
+
+    def observe(self) -> torch.Tensor:
+        """Observation ``(num_envs, n, obs_dim)`` float32: ``LOCAL_FEATURES`` then the
+        broadcast ``CONTEXT_FEATURES`` (``obs[..., -context_dim:]`` is the context)."""
+        context = self.context().unsqueeze(1).expand(self.num_envs, self.n, self.context_dim)
+        return torch.cat([self._local_features(), context], dim=-1).to(torch.float32)
+
+    def global_state(self) -> torch.Tensor:
+        """Fixed-size state for a centralised critic, ``(num_envs, state_dim)`` float32:
+        the context, then the mean and the standard deviation over hospitals of each local
+        feature (the same size for any n)."""
+        local = self._local_features()
+        mean = local.mean(dim=1)
+        std = local.std(dim=1, correction=0)
+        return torch.cat([self.context(), mean, std], dim=-1).to(torch.float32)
+
+    def close(self) -> None:
+        """Nothing to release (kept for API symmetry)."""

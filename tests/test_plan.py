@@ -1,0 +1,528 @@
+"""Tests for the transfer plan (``marra.strategies.plan``).
+
+Allocations are built directly (random conserving moves), never by the allocators, so these tests
+pin down the plan alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+
+from marra.network import HospitalNetwork, generate_network
+from marra.strategies.plan import (
+    EARTH_RADIUS_KM,
+    Plan,
+    _integral_flows,
+    _largest_first,
+    haversine_km,
+    plan,
+    write_plan_csv,
+)
+
+# the module itself (``marra.strategies.plan`` may be shadowed by the function of that name)
+plan_module = importlib.import_module("marra.strategies.plan")
+
+KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180.0  # one degree of a great circle
+
+
+# ---------------------------------------------------------------------- helpers
+def _network(current, coords=None, names=None) -> HospitalNetwork:
+    current = np.asarray(current, dtype=np.float64)
+    zeros = np.zeros_like(current)
+    return HospitalNetwork(current=current, minimum=zeros, target=zeros, coords=coords, names=names)
+
+
+@st.composite
+def instances(draw, *, integral: bool, with_coords: bool, max_n: int = 25):
+    """A network and an allocation with the same total, made by random conserving moves."""
+    n = draw(st.integers(1, max_n))
+    if integral:
+        current = np.array(draw(st.lists(st.integers(0, 60), min_size=n, max_size=n)), float)
+    else:
+        value = st.floats(0.0, 100.0, allow_nan=False, allow_subnormal=False)
+        current = np.array(draw(st.lists(value, min_size=n, max_size=n)))
+    allocation = current.copy()
+    moves = draw(
+        st.lists(
+            st.tuples(st.integers(0, n - 1), st.integers(0, n - 1), st.floats(0.0, 1.0)),
+            max_size=3 * n,
+        )
+    )
+    for i, j, share in moves:
+        amount = math.floor(share * allocation[i]) if integral else share * allocation[i]
+        allocation[i] -= amount
+        allocation[j] += amount
+    coords = None
+    if with_coords:
+        lat = st.floats(-70.0, 70.0, allow_nan=False)
+        lon = st.floats(-180.0, 180.0, allow_nan=False)
+        point = st.tuples(lat, lon)
+        if draw(st.booleans()):  # few distinct places: many equal distances (ties)
+            pool = draw(st.lists(point, min_size=1, max_size=3))
+            coords = np.array([pool[draw(st.integers(0, len(pool) - 1))] for _ in range(n)])
+        else:
+            coords = np.array(draw(st.lists(point, min_size=n, max_size=n)))
+    names = None
+    if draw(st.booleans()):  # names whose order differs from the index order
+        names = tuple(f"h{(7 * i) % n:03d}_{i}" for i in range(n))
+    return _network(current, coords=coords, names=names), allocation
+
+
+def _check_plan_invariants(network: HospitalNetwork, allocation: np.ndarray, result: Plan):
+    """Properties every plan must have, whatever the method."""
+    current = network.current
+    change = allocation - current
+    assert result.names == network.names
+    assert np.all(result.counts > 0)
+    assert np.intersect1d(result.senders, result.receivers).size == 0
+    # senders lose, receivers gain: a plan never routes staff through a hospital
+    assert np.all(change[result.senders] < 0)
+    assert np.all(change[result.receivers] > 0)
+    # a vertex of the transport polytope (and the largest-first matching) is a forest
+    n_send = np.unique(result.senders).size
+    n_take = np.unique(result.receivers).size
+    assert len(result) <= max(0, n_send + n_take - 1)
+    # no pair appears twice
+    pairs = result.senders * network.n + result.receivers
+    assert np.unique(pairs).size == len(result)
+    # deterministic order: count descending, then sender name, then receiver name
+    keys = [
+        (-c, network.names[s], network.names[r])
+        for s, r, c in zip(result.senders, result.receivers, result.counts, strict=True)
+    ]
+    assert keys == sorted(keys)
+    if network.coords is None:
+        assert result.distance_km is None and result.total_distance_km is None
+    else:
+        expected = haversine_km(network.coords[result.senders], network.coords[result.receivers])
+        np.testing.assert_allclose(result.distance_km, expected, rtol=1e-12, atol=1e-9)
+        assert result.total_distance_km == pytest.approx(
+            float(np.sum(result.counts * expected)), rel=1e-12, abs=1e-9
+        )
+
+
+def _lp_min_distance(network: HospitalNetwork, allocation: np.ndarray) -> float:
+    """The transport LP solved independently by scipy's HiGHS."""
+    change = allocation - network.current
+    senders, receivers = np.flatnonzero(change < 0), np.flatnonzero(change > 0)
+    if senders.size == 0 or receivers.size == 0:
+        return 0.0
+    s, r = senders.size, receivers.size
+    coords = network.coords
+    cost = np.array(
+        [[haversine_km(coords[i], coords[j]) for j in receivers] for i in senders]
+    ).ravel()
+    a_eq = np.zeros((s + r, s * r))
+    for i in range(s):
+        a_eq[i, i * r : (i + 1) * r] = 1.0
+    for j in range(r):
+        a_eq[s + j, j::r] = 1.0
+    b_eq = np.concatenate([-change[senders], change[receivers]])
+    b_eq[s:] *= b_eq[:s].sum() / b_eq[s:].sum()
+    result = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    assert result.status == 0, result.message
+    return float(result.fun)
+
+
+def _naive_largest_first(change: np.ndarray) -> list[tuple[int, int, float]]:
+    """Largest-first written the slow, obvious way: argmax (first index on ties) each round."""
+    give = np.where(change < 0, -change, 0.0)
+    take = np.where(change > 0, change, 0.0)
+    out = []
+    while give.max(initial=0.0) > 0 and take.max(initial=0.0) > 0:
+        i, j = int(np.argmax(give)), int(np.argmax(take))
+        moved = min(give[i], take[j])
+        out.append((i, j, moved))
+        give[i] -= moved
+        take[j] -= moved
+    return out
+
+
+def _triples(result: Plan) -> list[tuple[int, int, float]]:
+    return sorted(
+        zip(result.senders.tolist(), result.receivers.tolist(), result.counts.tolist(), strict=True)
+    )
+
+
+# ---------------------------------------------------------------------- properties
+@settings(deadline=None, max_examples=500)
+@given(st.booleans().flatmap(lambda c: instances(integral=True, with_coords=c)))
+def test_integral_plan_reaches_the_allocation_exactly(case):
+    network, allocation = case
+    result = plan(network, allocation)
+    _check_plan_invariants(network, allocation, result)
+    assert result.method == ("largest-first" if network.coords is None else "transport")
+    assert np.array_equal(result.apply(network.current), allocation)
+    assert np.array_equal(result.counts, np.round(result.counts))
+    assert result.total_moved == float(np.maximum(0.0, allocation - network.current).sum())
+
+
+@settings(deadline=None, max_examples=400)
+@given(st.booleans().flatmap(lambda c: instances(integral=False, with_coords=c)))
+def test_fractional_plan_reaches_the_allocation_to_1e9(case):
+    network, allocation = case
+    result = plan(network, allocation)
+    _check_plan_invariants(network, allocation, result)
+    scale = max(1.0, float(np.max(allocation)), float(np.max(network.current)))
+    np.testing.assert_allclose(
+        result.apply(network.current), allocation, rtol=0.0, atol=1e-9 * scale
+    )
+    moved = float(np.maximum(0.0, allocation - network.current).sum())
+    assert result.total_moved == pytest.approx(moved, rel=1e-9, abs=1e-9 * scale)
+
+
+@settings(deadline=None, max_examples=400)
+@given(st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True)))
+def test_transport_plan_is_never_longer_than_largest_first(case):
+    network, allocation = case
+    best = plan(network, allocation, method="transport")
+    greedy = plan(network, allocation, method="largest-first")
+    _check_plan_invariants(network, allocation, greedy)
+    assert greedy.method == "largest-first"
+    assert best.total_distance_km <= greedy.total_distance_km * (1 + 1e-9) + 1e-9
+    assert best.total_moved == pytest.approx(greedy.total_moved, rel=1e-12, abs=1e-9)
+
+
+@settings(deadline=None, max_examples=250)
+@given(st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True, max_n=10)))
+def test_transport_plan_matches_the_linear_program_optimum(case):
+    network, allocation = case
+    result = plan(network, allocation, method="transport")
+    optimum = _lp_min_distance(network, allocation)
+    assert result.total_distance_km == pytest.approx(optimum, rel=1e-6, abs=1e-6)
+
+
+@settings(deadline=None, max_examples=300)
+@given(instances(integral=True, with_coords=False, max_n=30))
+def test_largest_first_matches_a_naive_reference(case):
+    network, allocation = case
+    result = plan(network, allocation, method="largest-first")
+    assert _triples(result) == sorted(_naive_largest_first(allocation - network.current))
+
+
+@settings(deadline=None, max_examples=150)
+@given(st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True, max_n=30)))
+def test_sparse_transport_lies_between_the_optimum_and_largest_first(case):
+    network, allocation = case
+    with mock.patch.object(plan_module, "SPARSE_NEIGHBOURS", 2):
+        sparse = plan(network, allocation, method="sparse-transport")
+    _check_plan_invariants(network, allocation, sparse)
+    assert sparse.method == "sparse-transport"
+    scale = max(1.0, float(np.max(allocation)))
+    np.testing.assert_allclose(sparse.apply(network.current), allocation, atol=1e-9 * scale)
+    best = plan(network, allocation, method="transport").total_distance_km
+    greedy = plan(network, allocation, method="largest-first").total_distance_km
+    assert best * (1 - 1e-9) - 1e-9 <= sparse.total_distance_km
+    assert sparse.total_distance_km <= greedy * (1 + 1e-9) + 1e-9
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(0, 20), min_size=1, max_size=12),
+    st.lists(st.integers(0, 20), min_size=1, max_size=12),
+    st.integers(0, 2**32 - 1),
+)
+def test_integral_repair_restores_exact_whole_marginals(supply, demand, seed):
+    supply = np.array(supply, float)
+    demand = np.array(demand, float)
+    gap = supply.sum() - demand.sum()
+    if gap > 0:
+        demand[-1] += gap
+    else:
+        supply[-1] -= gap
+    rows, cols, flows = _largest_first(supply, demand, 0.0)
+    # already integral: passes through unchanged
+    same = _integral_flows(rows, cols, flows, supply, demand)
+    assert _sorted_flows(*same) == _sorted_flows(rows, cols, flows)
+    # spoiled by float error, rounding in both directions and lost entries: repaired
+    rng = np.random.default_rng(seed)
+    noisy = flows + rng.uniform(-0.6, 0.6, size=flows.size)
+    keep = rng.random(flows.size) > 0.2
+    fixed_rows, fixed_cols, fixed = _integral_flows(
+        rows[keep], cols[keep], noisy[keep], supply, demand
+    )
+    assert np.all(fixed > 0)
+    assert np.array_equal(fixed, np.round(fixed))
+    assert np.array_equal(np.bincount(fixed_rows, fixed, minlength=supply.size), supply)
+    assert np.array_equal(np.bincount(fixed_cols, fixed, minlength=demand.size), demand)
+
+
+def _sorted_flows(rows, cols, flows):
+    triples = zip(np.asarray(rows).tolist(), np.asarray(cols).tolist(), flows.tolist(), strict=True)
+    return sorted(triples)
+
+
+# ---------------------------------------------------------------------- hand-worked examples
+def test_three_hospitals_on_a_meridian_send_to_the_far_one_first():
+    # A (lat 10) gives 4; B (lat 11, one degree away) takes 1; C (lat 12, two degrees) takes 3.
+    network = _network(
+        [10, 10, 10], coords=[[10.0, 5.0], [11.0, 5.0], [12.0, 5.0]], names=("A", "B", "C")
+    )
+    result = plan(network, [6, 11, 13])
+    assert result.records() == [
+        {"from": "A", "to": "C", "count": 3},
+        {"from": "A", "to": "B", "count": 1},
+    ]
+    np.testing.assert_allclose(result.distance_km, [2 * KM_PER_DEGREE, KM_PER_DEGREE], rtol=1e-12)
+    assert result.total_distance_km == pytest.approx(7 * KM_PER_DEGREE, rel=1e-12)
+
+
+def test_four_hospitals_on_the_equator_transport_beats_largest_first():
+    # A(lon 0) gives 3, B(lon 1) takes 5, C(lon 2) takes 3, D(lon 3) gives 5.
+    # Largest-first: D->B 5 (2 degrees), A->C 3 (2 degrees) = 16 staff-degrees.
+    # Optimum on a line (monotone): A->B 3, D->C 3, D->B 2 = 3 + 3 + 4 = 10 staff-degrees.
+    coords = [[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0]]
+    network = _network([10, 10, 10, 10], coords=coords, names=("A", "B", "C", "D"))
+    allocation = [7, 15, 13, 5]
+    best = plan(network, allocation)
+    assert best.method == "transport"
+    assert best.records() == [
+        {"from": "A", "to": "B", "count": 3},
+        {"from": "D", "to": "C", "count": 3},
+        {"from": "D", "to": "B", "count": 2},
+    ]
+    assert best.total_distance_km == pytest.approx(10 * KM_PER_DEGREE, rel=1e-12)
+    greedy = plan(network, allocation, method="largest-first")
+    assert greedy.records() == [
+        {"from": "D", "to": "B", "count": 5},
+        {"from": "A", "to": "C", "count": 3},
+    ]
+    assert greedy.total_distance_km == pytest.approx(16 * KM_PER_DEGREE, rel=1e-12)
+
+
+def test_largest_first_breaks_ties_by_hospital_index():
+    # A and B both give 3 (tie: A first); C takes 2, D takes 4.
+    # A->D 3; then B(3) with C(2) (C=2 > D=1): B->C 2; then B->D 1.
+    network = _network([5, 5, 0, 0], names=("A", "B", "C", "D"))
+    result = plan(network, [2, 2, 2, 4])
+    assert result.method == "largest-first"
+    assert result.records() == [
+        {"from": "A", "to": "D", "count": 3},
+        {"from": "B", "to": "C", "count": 2},
+        {"from": "B", "to": "D", "count": 1},
+    ]
+
+
+def test_equal_counts_are_ordered_by_sender_then_receiver_name():
+    # largest-first pairs by index (zeta->beta, alpha->gamma); the plan lists them by name
+    network = _network([4, 4, 0, 0], names=("zeta", "alpha", "beta", "gamma"))
+    result = plan(network, [0, 0, 4, 4])
+    assert [(r["from"], r["to"]) for r in result.records()] == [
+        ("alpha", "gamma"),
+        ("zeta", "beta"),
+    ]
+
+
+def test_unchanged_allocation_gives_an_empty_plan():
+    network = _network([3, 4], coords=[[50.0, 0.0], [51.0, 1.0]])
+    result = plan(network, network.current)
+    assert len(result) == 0
+    assert result.total_moved == 0.0
+    assert result.total_distance_km == 0.0
+    assert result.records() == []
+    assert np.array_equal(result.apply(network.current), network.current)
+
+
+def test_float_noise_is_not_a_transfer():
+    network = _network([0.1, 0.2, 0.3])
+    result = plan(network, network.current * (1 + 1e-15))
+    assert len(result) == 0
+
+
+def test_fractional_counts_are_floats_in_records_and_csv(tmp_path: Path):
+    network = _network([1.5, 0.0], names=("A", "B"))
+    result = plan(network, [0.25, 1.25])
+    assert result.records() == [{"from": "A", "to": "B", "count": 1.25}]
+    assert isinstance(result.records()[0]["count"], float)
+    assert not result.is_integral
+    write_plan_csv(result, tmp_path / "plan.csv")
+    assert (tmp_path / "plan.csv").read_text() == "from,to,count\nA,B,1.25\n"
+
+
+def test_integral_counts_are_ints_in_records_and_frame():
+    network = _network([5, 0], names=("A", "B"))
+    result = plan(network, [2, 3])
+    assert result.records() == [{"from": "A", "to": "B", "count": 3}]
+    assert isinstance(result.records()[0]["count"], int)
+    frame = result.to_frame()
+    assert list(frame.columns) == ["from", "to", "count"]
+    assert frame["count"].dtype == np.int64
+    assert frame.to_dict("records") == [{"from": "A", "to": "B", "count": 3}]
+
+
+def test_frame_and_csv_carry_distances_when_coordinates_are_known(tmp_path: Path):
+    network = _network(
+        [10, 10, 10], coords=[[10.0, 5.0], [11.0, 5.0], [12.0, 5.0]], names=("A", "B, east", "C")
+    )
+    result = plan(network, [6, 11, 13])
+    frame = result.to_frame()
+    assert list(frame.columns) == ["from", "to", "count", "distance_km"]
+    assert frame["distance_km"].tolist() == pytest.approx([2 * KM_PER_DEGREE, KM_PER_DEGREE])
+    path = tmp_path / "out" / "plan.csv"
+    write_plan_csv(result, path)
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows == [
+        ["from", "to", "count", "distance_km"],
+        ["A", "C", "3", f"{2 * KM_PER_DEGREE:.3f}"],
+        ["A", "B, east", "1", f"{KM_PER_DEGREE:.3f}"],
+    ]
+    assert pd.read_csv(path)["count"].tolist() == [3, 1]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["plan.csv"]  # no temp file left
+    assert result.records(with_distance=True)[1]["distance_km"] == pytest.approx(KM_PER_DEGREE)
+
+
+def test_plan_is_deterministic():
+    network = generate_network(200, seed=3)
+    allocation = _rounded_targets(network)
+    first, second = plan(network, allocation), plan(network, allocation)
+    for field in ("senders", "receivers", "counts", "distance_km"):
+        assert np.array_equal(getattr(first, field), getattr(second, field))
+
+
+# ---------------------------------------------------------------------- distances
+def test_haversine_agrees_with_the_dot_product_formula():
+    rng = np.random.default_rng(0)
+    p = np.column_stack([rng.uniform(-89, 89, 500), rng.uniform(-180, 180, 500)])
+    q = np.column_stack([rng.uniform(-89, 89, 500), rng.uniform(-180, 180, 500)])
+    unit = plan_module._unit_vectors
+    cosine = np.clip(np.sum(unit(p) * unit(q), axis=1), -1.0, 1.0)
+    np.testing.assert_allclose(haversine_km(p, q), EARTH_RADIUS_KM * np.arccos(cosine), atol=1e-3)
+    np.testing.assert_allclose(haversine_km(p, q), haversine_km(q, p), rtol=1e-12)
+    assert np.all(haversine_km(p, p) == 0.0)
+    assert haversine_km([0.0, 0.0], [90.0, 0.0]) == pytest.approx(math.pi / 2 * EARTH_RADIUS_KM)
+    assert haversine_km([0.0, 0.0], [0.0, 180.0]) == pytest.approx(math.pi * EARTH_RADIUS_KM)
+    # London to Paris, about 343.5 km
+    assert haversine_km([51.5074, -0.1278], [48.8566, 2.3522]) == pytest.approx(343.5, abs=0.5)
+
+
+# ---------------------------------------------------------------------- methods and scale
+def _rounded_targets(network: HospitalNetwork) -> np.ndarray:
+    """Targets scaled to the current total and rounded by largest remainder (whole staff)."""
+    share = network.target * network.total / network.target.sum()
+    allocation = np.floor(share)
+    left = int(round(network.total - allocation.sum()))
+    allocation[np.argsort(-(share - allocation), kind="stable")[:left]] += 1
+    return allocation
+
+
+def test_auto_switches_to_sparse_transport_above_the_cell_limit():
+    network = generate_network(60, seed=1)
+    allocation = _rounded_targets(network)
+    with mock.patch.object(plan_module, "MAX_TRANSPORT_CELLS", 10):
+        result = plan(network, allocation)
+        assert result.method == "sparse-transport"
+        with pytest.raises(ValueError, match=r"method: 'transport'.*MAX_TRANSPORT_CELLS"):
+            plan(network, allocation, method="transport")
+    assert np.array_equal(result.apply(network.current), allocation)
+    exact = plan(network, allocation, method="transport")
+    assert exact.total_distance_km <= result.total_distance_km * (1 + 1e-12)
+
+
+def test_plan_for_a_thousand_hospitals_is_fast():
+    network = generate_network(1000, seed=7)
+    allocation = _rounded_targets(network)
+    plan(_network([1, 0], coords=[[0, 0], [0, 1]]), [0, 1])  # POT imported once, outside timing
+    start = time.perf_counter()
+    result = plan(network, allocation)
+    elapsed = time.perf_counter() - start
+    assert result.method == "transport"
+    assert np.array_equal(result.apply(network.current), allocation)
+    assert elapsed < 2.0, f"n=1000 plan took {elapsed:.2f} s"
+    start = time.perf_counter()
+    greedy = plan(network, allocation, method="largest-first")
+    assert time.perf_counter() - start < 1.0
+    assert greedy.total_distance_km >= result.total_distance_km
+
+
+def test_planning_with_coordinates_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from marra.network import generate_network\n"
+        "from marra.strategies.plan import plan\n"
+        "net = generate_network(50, seed=0)\n"
+        "y = np.full(50, net.total // 50); y[: int(net.total - y.sum())] += 1\n"
+        "plan(net, y); plan(net, y, method='sparse-transport')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.fixture
+def small_network() -> HospitalNetwork:
+    return _network([3, 4, 5], names=("A", "B", "C"))
+
+
+@pytest.mark.parametrize(
+    ("allocation", "pattern"),
+    [
+        ([3, 4], r"allocation: expected shape \(3,\)"),
+        ([[3, 4, 5]], r"allocation: expected shape \(3,\)"),
+        ([3, float("nan"), 5], r"allocation, row 2 \(hospital 'B'\).*not a finite number"),
+        ([3, 4, float("inf")], r"allocation, row 3 \(hospital 'C'\).*not a finite number"),
+        ([-1, 8, 5], r"allocation, row 1 \(hospital 'A'\).*negative"),
+        (["x", 4, 5], r"allocation: values must be numbers"),
+        ([3, 4, 6], r"allocation: its total 13 differs .* current total 12"),
+        ([3, 4, 5 + 1e-6], r"allocation: its total .* differs"),
+    ],
+)
+def test_bad_allocation_is_rejected_by_name(small_network, allocation, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        plan(small_network, allocation)
+
+
+def test_allocation_within_the_total_tolerance_is_accepted(small_network):
+    result = plan(small_network, [2, 4, 6 + 1e-10])
+    assert result.total_moved == pytest.approx(1.0)
+
+
+def test_bad_method_and_network_are_rejected(small_network):
+    with pytest.raises(ValueError, match=r"method: must be one of .*'largest-first'"):
+        plan(small_network, [3, 4, 5], method="nearest")
+    with pytest.raises(ValueError, match=r"method: 'transport' .*needs hospital coordinates"):
+        plan(small_network, [3, 4, 5], method="transport")
+    with pytest.raises(ValueError, match=r"method: 'sparse-transport' .*coordinates"):
+        plan(small_network, [3, 4, 5], method="sparse-transport")
+    with pytest.raises(TypeError, match=r"network: expected a HospitalNetwork"):
+        plan(np.array([3, 4, 5]), [3, 4, 5])
+
+
+def test_plan_rejects_inconsistent_transfers():
+    names = ("A", "B", "C")
+    with pytest.raises(ValueError, match=r"receivers: hospital 'B' both sends and receives"):
+        Plan(senders=[0, 1], receivers=[1, 2], counts=[1.0, 1.0], names=names)
+    with pytest.raises(ValueError, match=r"counts: every transfer"):
+        Plan(senders=[0], receivers=[1], counts=[0.0], names=names)
+    with pytest.raises(ValueError, match=r"receivers: has 2 values but senders has 1"):
+        Plan(senders=[0], receivers=[1, 2], counts=[1.0], names=names)
+    with pytest.raises(ValueError, match=r"senders: hospital indices must lie in \[0, 3\)"):
+        Plan(senders=[3], receivers=[1], counts=[1.0], names=names)
+    with pytest.raises(ValueError, match=r"distance_km: expected shape \(1,\)"):
+        Plan(senders=[0], receivers=[1], counts=[1.0], names=names, distance_km=[1.0, 2.0])
+    result = Plan(senders=[0], receivers=[1], counts=[2.0], names=names)
+    with pytest.raises(ValueError, match=r"current: expected shape \(3,\)"):
+        result.apply([1, 2])
+    assert np.array_equal(result.apply([2, 0, 0]), [0, 2, 0])
+    with pytest.raises(AttributeError):
+        result.counts = np.array([1.0])  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        result.counts[0] = 5.0  # read-only array
