@@ -443,6 +443,11 @@ def test_invalid_arguments_name_the_parameter():
         HospitalEnv(n_hospitals=3, max_action=math.inf)
     with pytest.raises(ValueError, match="reward_weights.fairness"):
         RewardWeights(fairness=-1.0)
+    with pytest.raises(ValueError, match="reward_weights: unknown term 'fair'"):
+        HospitalEnv(n_hospitals=3, reward_weights={"fair": 0.0})
+    assert HospitalEnv(n_hospitals=3, reward_weights={"fairness": 0}).reward_weights == (
+        RewardWeights(fairness=0.0)
+    )
     env = HospitalEnv(n_hospitals=3, num_envs=2)
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action"):
@@ -538,3 +543,25 @@ def test_importing_marra_envs_does_not_load_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("spec", ["static", "shifting", "shock", "seasonal", "outbreak"])
+def test_every_built_in_scenario_runs_on_random_networks(spec):
+    env = HospitalEnv(n_hospitals=12, num_envs=2, scenario=spec, horizon=10, seed=0)
+    obs = env.reset()
+    for _ in range(10):
+        obs, reward, _, truncated, info = env.step(torch.randn(2, 12) * 5)
+        assert torch.isfinite(obs).all() and torch.isfinite(reward).all()
+    assert bool(truncated.all())
+
+
+def test_environment_stepped_under_inference_mode_can_be_reset_outside_it():
+    env = HospitalEnv(n_hospitals=5, num_envs=2, horizon=3, auto_reset=True, seed=0)
+    with torch.inference_mode():
+        env.reset()
+        for _ in range(4):
+            env.step(torch.zeros(2, 5))
+    env.reset()
+    env.reset_done([True, False])
+    env.step(torch.zeros(2, 5))
+    assert env.t.tolist() == [1, 1]

@@ -26,7 +26,7 @@ Timeline of one step ``t`` (0-based) of a copy:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -162,9 +162,14 @@ def clear_transfers(
 
 
 def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
+    try:
+        whole = int(value)
+        ok = not isinstance(value, bool) and whole == value and whole >= minimum
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return whole
 
 
 class HospitalEnv:
@@ -185,7 +190,8 @@ class HospitalEnv:
             the scenario's horizon is used and a different value is an error.
         transfer_budget: per-step cap B on the staff moved in one copy (None: no cap).
         integer: whole-staff transfers (exact); default False: fractional staff as in paper 000.
-        reward_weights: :class:`RewardWeights` of the three terms of Eq. (1).
+        reward_weights: :class:`RewardWeights` of the three terms of Eq. (1), or a dict such
+            as ``{"fairness": 0.0}`` (missing terms weigh 1).
         eta: weight of the minima violations in Eq. (1) (paper 000: 100).
         reward_scale: positive divisor of the learning reward, ``reward = reward_raw / scale``.
             ``"auto"`` (default) uses ``n * s**2`` per copy (``s`` = mean target at step 0),
@@ -197,7 +203,8 @@ class HospitalEnv:
         max_action: actions are clipped to ``[-max_action, max_action]`` staff. None: the
             largest current or target of ``network``, or 100 for random networks.
         network_kwargs: extra keyword arguments for ``generate_network`` (e.g.
-            ``{"capacity_factor": 1.5}``); only when ``network`` is None.
+            ``{"capacity_factor": 1.5}``); only when ``network`` is None. Random networks have
+            coordinates (the outbreak scenario needs them) and the names ``hospital_0`` ...
 
     Attributes:
         num_envs, n, horizon, obs_dim, local_dim, context_dim, state_dim, max_action, integer,
@@ -222,7 +229,7 @@ class HospitalEnv:
         horizon: int | None = None,
         transfer_budget: float | None = None,
         integer: bool = False,
-        reward_weights: RewardWeights | None = None,
+        reward_weights: RewardWeights | Mapping[str, float] | None = None,
         eta: float = 100.0,
         reward_scale: float | Literal["auto"] = "auto",
         auto_reset: bool = False,
@@ -270,9 +277,18 @@ class HospitalEnv:
         self.integer = bool(integer)
         if reward_weights is None:
             reward_weights = RewardWeights()
+        elif isinstance(reward_weights, Mapping):
+            unknown = set(reward_weights) - {"target", "minima", "fairness"}
+            if unknown:
+                raise ValueError(
+                    f"reward_weights: unknown term {sorted(unknown)[0]!r}; the terms are "
+                    "'target', 'minima', 'fairness'"
+                )
+            reward_weights = RewardWeights(**reward_weights)
         if not isinstance(reward_weights, RewardWeights):
             raise ValueError(
-                f"reward_weights: expected a RewardWeights, got {type(reward_weights).__name__}"
+                "reward_weights: expected a RewardWeights or a dict, got "
+                f"{type(reward_weights).__name__}"
             )
         self.reward_weights = reward_weights
         eta = float(eta)
@@ -298,7 +314,7 @@ class HospitalEnv:
             raise ValueError(f"max_action: must be finite and > 0, got {max_action}")
         self.max_action = max_action
         self.network = network
-        self.network_kwargs = {"names": False, "coords": False, **(network_kwargs or {})}
+        self.network_kwargs = {"names": False, **(network_kwargs or {})}
         self._default_seed = seed
         self._base_seed: int | None = None
         self._episode = np.zeros(self.num_envs, dtype=np.int64)
@@ -430,21 +446,25 @@ class HospitalEnv:
 
         index = torch.as_tensor(rows, device=self.device)
 
-        def put(tensor: torch.Tensor, values: np.ndarray) -> None:
+        def put(name: str, values: np.ndarray | float) -> None:
+            tensor = getattr(self, name)
+            if tensor.is_inference() and not torch.is_inference_mode_enabled():
+                tensor = tensor.clone()  # made under torch.inference_mode, reset outside it
             tensor[index] = torch.as_tensor(values, dtype=tensor.dtype).to(self.device)
+            setattr(self, name, tensor)
 
-        put(self.current, current)
-        put(self.capacity, capacity)
-        put(self._target_timeline, target)
-        put(self._minimum_timeline, minimum)
-        put(self._shock_hospital, shock_hospital)
-        put(self._shock_fraction, shock_fraction)
+        put("current", current)
+        put("capacity", capacity)
+        put("_target_timeline", target)
+        put("_minimum_timeline", minimum)
+        put("_shock_hospital", shock_hospital)
+        put("_shock_fraction", shock_fraction)
         mean_target = target[:, 0, :].mean(axis=1)
         scale = np.where(mean_target > 0, mean_target, 1.0)
-        put(self.scale, scale)
+        put("scale", scale)
         divisor = n * scale**2 if self.reward_scale == "auto" else np.full(k, self.reward_scale)
-        put(self._reward_divisor, divisor)
-        self.t[index] = 0
+        put("_reward_divisor", divisor)
+        put("t", 0)
         self._t_host[rows] = 0
         started = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         started[index] = True
@@ -555,22 +575,24 @@ class HospitalEnv:
         return obs, reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ observation
-    def _local_features(self) -> torch.Tensor:
+    def _local_features(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``LOCAL_FEATURES`` written column by column into ``out`` ``(num_envs, n, >= 6)``
+        float32 (allocated when None); returns the ``(num_envs, n, local_dim)`` part."""
+        if out is None:
+            out = torch.empty(
+                (self.num_envs, self.n, self.local_dim), dtype=torch.float32, device=self.device
+            )
         scale = self.scale.unsqueeze(1)
+        inverse = 1.0 / scale
         current, minimum, target = self.current, self.minimum, self.target
         room = torch.clamp(self.capacity - current, min=0.0)
-        headroom = torch.where(torch.isinf(room), 1.0, room / (room + scale).clamp_min(_TINY))
-        return torch.stack(
-            [
-                current / scale,
-                minimum / scale,
-                target / scale,
-                (current - target) / scale,
-                (current - minimum) / scale,
-                headroom,
-            ],
-            dim=-1,
-        )
+        out[..., 0] = current * inverse
+        out[..., 1] = minimum * inverse
+        out[..., 2] = target * inverse
+        out[..., 3] = (current - target) * inverse
+        out[..., 4] = (current - minimum) * inverse
+        out[..., 5] = torch.where(torch.isinf(room), 1.0, room / (room + scale).clamp_min(_TINY))
+        return out[..., : self.local_dim]
 
     def context(self) -> torch.Tensor:
         """The network-wide context ``(num_envs, context_dim)`` (see ``CONTEXT_FEATURES``)."""
@@ -589,14 +611,18 @@ class HospitalEnv:
     def observe(self) -> torch.Tensor:
         """Observation ``(num_envs, n, obs_dim)`` float32: ``LOCAL_FEATURES`` then the
         broadcast ``CONTEXT_FEATURES`` (``obs[..., -context_dim:]`` is the context)."""
-        context = self.context().unsqueeze(1).expand(self.num_envs, self.n, self.context_dim)
-        return torch.cat([self._local_features(), context], dim=-1).to(torch.float32)
+        obs = torch.empty(
+            (self.num_envs, self.n, self.obs_dim), dtype=torch.float32, device=self.device
+        )
+        self._local_features(obs)
+        obs[..., self.local_dim :] = self.context().unsqueeze(1)
+        return obs
 
     def global_state(self) -> torch.Tensor:
         """Fixed-size state for a centralised critic, ``(num_envs, state_dim)`` float32:
         the context, then the mean and the standard deviation over hospitals of each local
         feature (the same size for any n)."""
-        local = self._local_features()
+        local = self._local_features().to(torch.float64)
         mean = local.mean(dim=1)
         std = local.std(dim=1, correction=0)
         return torch.cat([self.context(), mean, std], dim=-1).to(torch.float32)

@@ -74,7 +74,11 @@ class PPOConfig:
 
     # --- networks --------------------------------------------------------------------------
     actor_hidden: tuple[int, ...] = (64, 64)
-    """Hidden widths of the shared per-hospital actor MLP (tanh)."""
+    """Hidden widths of the shared per-hospital actor MLP."""
+    activation: Literal["relu", "tanh"] = "relu"
+    """Hidden activation of every MLP. ReLU by default: on CPU, tanh costs about six times as
+    much as the matrix products of a 64-wide layer, and the networks run on n hospitals x
+    num_envs rows per step."""
     critic: Literal["central", "local"] = "central"
     """"central": one value of the whole network state (per-hospital encoder, mean and max
     pooling, MLP; CTDE, MAPPO). "local": each hospital estimates the team value from its own
@@ -117,6 +121,8 @@ class PPOConfig:
             raise ValueError(f"target_kl: must be > 0 or None, got {self.target_kl!r}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1 or None, got {self.torch_threads!r}")
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation: must be 'relu' or 'tanh', got {self.activation!r}")
         if self.critic not in ("central", "local"):
             raise ValueError(f"critic: must be 'central' or 'local', got {self.critic!r}")
         for name in ("actor_hidden", "critic_encoder_hidden", "critic_hidden"):

@@ -27,22 +27,35 @@ __all__ = [
     "ActorCritic",
     "ValueNormalizer",
     "mlp",
+    "ACTIVATIONS",
     "gaussian_log_prob",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, *, out_gain: float) -> nn.Sequential:
-    """``Linear -> tanh`` for each hidden width, then a linear output layer.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(
+    in_dim: int,
+    hidden: tuple[int, ...],
+    out_dim: int,
+    *,
+    out_gain: float,
+    activation: str = "relu",
+) -> nn.Sequential:
+    """``Linear -> activation`` for each hidden width, then a linear output layer.
 
     Orthogonal initialisation (gain sqrt(2) for hidden layers, ``out_gain`` for the output),
-    zero biases, as is usual for PPO.
+    zero biases, as is usual for PPO. ``activation`` is ``"relu"`` or ``"tanh"``.
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
-        layers += [_init(nn.Linear(width, h), math.sqrt(2.0)), nn.Tanh()]
+        layers += [_init(nn.Linear(width, h), math.sqrt(2.0)), ACTIVATIONS[activation]()]
         width = h
     layers.append(_init(nn.Linear(width, out_dim), out_gain))
     return nn.Sequential(*layers)
@@ -66,11 +79,18 @@ class SharedActor(nn.Module):
     one learned scalar (state-independent). The environment receives ``action_scale * a``.
     """
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (64, 64), init_log_std: float = 0.0):
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden: tuple[int, ...] = (64, 64),
+        init_log_std: float = 0.0,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.obs_dim = int(obs_dim)
         self.hidden = tuple(int(h) for h in hidden)
-        self.mean_net = mlp(self.obs_dim, self.hidden, 1, out_gain=0.01)
+        self.activation = activation
+        self.mean_net = mlp(self.obs_dim, self.hidden, 1, out_gain=0.01, activation=activation)
         self.log_std = nn.Parameter(torch.full((1,), float(init_log_std)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -152,14 +172,21 @@ class CentralCritic(nn.Module):
     """
 
     def __init__(
-        self, obs_dim: int, encoder_hidden: tuple[int, ...] = (64,), hidden: tuple[int, ...] = (64,)
+        self,
+        obs_dim: int,
+        encoder_hidden: tuple[int, ...] = (64,),
+        hidden: tuple[int, ...] = (64,),
+        activation: str = "relu",
     ):
         super().__init__()
         *enc_hidden, enc_out = encoder_hidden
         self.encoder = nn.Sequential(
-            mlp(obs_dim, tuple(enc_hidden), enc_out, out_gain=math.sqrt(2.0)), nn.Tanh()
+            mlp(
+                obs_dim, tuple(enc_hidden), enc_out, out_gain=math.sqrt(2.0), activation=activation
+            ),
+            ACTIVATIONS[activation](),
         )
-        self.head = mlp(2 * enc_out, tuple(hidden), 1, out_gain=1.0)
+        self.head = mlp(2 * enc_out, tuple(hidden), 1, out_gain=1.0, activation=activation)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         encoded = self.encoder(obs)  # (..., n, width)
@@ -172,10 +199,15 @@ class LocalCritic(nn.Module):
     (independent learners). ``forward(obs (..., n, obs_dim)) -> value (...,)``."""
 
     def __init__(
-        self, obs_dim: int, encoder_hidden: tuple[int, ...] = (64,), hidden: tuple[int, ...] = (64,)
+        self,
+        obs_dim: int,
+        encoder_hidden: tuple[int, ...] = (64,),
+        hidden: tuple[int, ...] = (64,),
+        activation: str = "relu",
     ):
         super().__init__()
-        self.value_net = mlp(obs_dim, tuple(encoder_hidden) + tuple(hidden), 1, out_gain=1.0)
+        widths = tuple(encoder_hidden) + tuple(hidden)
+        self.value_net = mlp(obs_dim, widths, 1, out_gain=1.0, activation=activation)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_net(obs).squeeze(-1).mean(dim=-1)
@@ -194,11 +226,12 @@ class ActorCritic(nn.Module):
         critic_hidden: tuple[int, ...] = (64,),
         init_log_std: float = 0.0,
         norm_value: bool = True,
+        activation: str = "relu",
     ):
         super().__init__()
-        self.actor = SharedActor(obs_dim, actor_hidden, init_log_std)
+        self.actor = SharedActor(obs_dim, actor_hidden, init_log_std, activation)
         critic_cls = {"central": CentralCritic, "local": LocalCritic}[critic]
-        self.critic = critic_cls(obs_dim, critic_encoder_hidden, critic_hidden)
+        self.critic = critic_cls(obs_dim, critic_encoder_hidden, critic_hidden, activation)
         self.value_norm = ValueNormalizer(enabled=norm_value)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,7 @@ class LearnedPolicy:
     def __repr__(self) -> str:
         return (
             f"LearnedPolicy(obs_dim={self.obs_dim}, hidden={self.actor.hidden}, "
+            f"activation={self.actor.activation!r}, "
             f"action_scale={self.action_scale})"
         )
 
@@ -119,6 +120,7 @@ def save_policy(
             "actor": {
                 "obs_dim": actor.obs_dim,
                 "hidden": list(actor.hidden),
+                "activation": actor.activation,
                 "action_scale": float(action_scale),
                 "state_dict": state_dict,
             },
@@ -157,7 +159,11 @@ def load_policy(path: str | os.PathLike[str]) -> LearnedPolicy:
         )
     try:
         spec = data["actor"]
-        actor = SharedActor(int(spec["obs_dim"]), tuple(int(h) for h in spec["hidden"]))
+        actor = SharedActor(
+            int(spec["obs_dim"]),
+            tuple(int(h) for h in spec["hidden"]),
+            activation=str(spec["activation"]),
+        )
         actor.load_state_dict(spec["state_dict"])
         action_scale = float(spec["action_scale"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -498,6 +498,7 @@ def train(
             critic_hidden=config.critic_hidden,
             init_log_std=config.init_log_std,
             norm_value=config.norm_value,
+            activation=config.activation,
         ).to(config.device)
         optimizer = torch.optim.Adam(
             [
