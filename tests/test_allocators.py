@@ -21,6 +21,7 @@ from marra.strategies import (
     allocate,
     get_strategy,
     progressive_tax,
+    quadratic_marginal_cost,
     round_largest_remainder,
     round_separable_convex,
     water_fill,
@@ -549,11 +550,23 @@ def test_largest_remainder_gives_the_missing_units_to_the_largest_fractions():
     np.testing.assert_array_equal(x, [1.0, 0.0, 1.0])
 
 
+def test_rounding_and_water_filling_reject_bad_arguments():
+    cost = quadratic_marginal_cost(np.zeros(2))
+    with pytest.raises(ValueError, match="lower"):
+        round_separable_convex(np.zeros(2), np.array([0.0, 0.5]), np.ones(2), 1.0, cost)
+    with pytest.raises(ValueError, match="total"):
+        round_separable_convex(np.zeros(2), np.zeros(2), np.ones(2), 3.0, cost)
+    with pytest.raises(ValueError, match="total"):
+        round_separable_convex(np.zeros(2), np.zeros(2), np.ones(2), 1.5, cost)
+    with pytest.raises(ValueError, match="slope"):
+        water_fill(np.zeros(2), np.array([1.0, 0.0]), np.zeros(2), np.ones(2), 1.0)
+
+
 def test_water_fill_solves_the_level_exactly():
     base = np.array([5.0, 1.0, 8.0])
     y = water_fill(base, np.ones(3), np.array([4.0, 0.0, 0.0]), np.array([9.0, 9.0, 6.0]), 15.0)
-    # level 3: clip(8, 4, 9) + clip(4, 0, 9) + clip(11, 0, 6) = 8 + 4 + 6 = 18 > 15
-    # level 2.5 with hospital 2 at its cap 6: (7.5) + (3.5) + 6 = 17 ... solve 2 l + 6 + 6 = 15
+    # y = clip(base + level, lower, upper). For level >= -2 hospital 2 sits at its cap 6, and
+    # (5 + level) + (1 + level) + 6 = 15 gives level = 1.5: y = (6.5, 2.5, 6)
     np.testing.assert_allclose(y, [6.5, 2.5, 6.0])
 
 

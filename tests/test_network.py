@@ -47,8 +47,7 @@ def test_byte_order_mark_and_windows_line_endings_are_read(tmp_path: Path) -> No
 
 def test_optional_columns_and_round_trip(tmp_path: Path) -> None:
     text = (
-        "name,current,minimum,target,capacity,lat,lon\n"
-        "A,10,5,8,12,51.5,-0.1\nB,3,4,6,,52.2,0.12\n"
+        "name,current,minimum,target,capacity,lat,lon\nA,10,5,8,12,51.5,-0.1\nB,3,4,6,,52.2,0.12\n"
     )
     network = HospitalNetwork.from_csv(write(tmp_path, text))
     assert network.capacity[0] == 12 and np.isinf(network.capacity[1])
@@ -89,19 +88,32 @@ def test_infeasible_states_the_shortfall() -> None:
     assert info.value.shortfall == 4
 
 
+# fmt: off
 BAD_CASES = [
     # (file text, words the message must contain)
     ("", ["empty"]),
     ("name,current,minimum,target\n", ["header but no hospital rows"]),
     ("name,current,minimum\nA,1,1\n", ["missing required column", "'target'"]),
     ("name,current,minimum,target,beds\nA,1,1,1,3\n", ["unknown column", "'beds'"]),
-    ("name,current,minimum,target\nA,1,1,1\nB,x,1,1\n", ["'current'", "row 2", "'B'", "not a number"]),
+    (
+        "name,current,minimum,target\nA,1,1,1\nB,x,1,1\n",
+        ["'current'", "row 2", "'B'", "not a number"],
+    ),
     ("name,current,minimum,target\nA,nan,1,1\n", ["'current'", "row 1", "not a finite"]),
     ("name,current,minimum,target\nA,1,inf,1\n", ["'minimum'", "row 1", "not a finite"]),
     ("name,current,minimum,target\nA,1,1,1\nB,-2,1,1\n", ["'current'", "row 2", "'B'", "negative"]),
-    ("name,current,minimum,target,capacity\nA,5,6,6,5\n", ["'minimum'", "row 1", "exceeds capacity"]),
-    ("name,current,minimum,target,capacity\nA,5,2,9,6\n", ["'target'", "row 1", "exceeds capacity"]),
-    ("name,current,minimum,target,capacity\nA,9,2,5,6\n", ["'current'", "row 1", "exceeds capacity"]),
+    (
+        "name,current,minimum,target,capacity\nA,5,6,6,5\n",
+        ["'minimum'", "row 1", "exceeds capacity"],
+    ),
+    (
+        "name,current,minimum,target,capacity\nA,5,2,9,6\n",
+        ["'target'", "row 1", "exceeds capacity"],
+    ),
+    (
+        "name,current,minimum,target,capacity\nA,9,2,5,6\n",
+        ["'current'", "row 1", "exceeds capacity"],
+    ),
     ("name,current,minimum,target\nA,1,1,1\nA,2,1,1\n", ["'name'", "row 2", "duplicate"]),
     ("name,current,minimum,target\nA,1,1,1\n ,2,1,1\n", ["'name'", "row 2", "empty"]),
     ("name,current,minimum,target,lat,lon\nA,1,1,1,91,0\n", ["'lat'", "row 1", "outside"]),
@@ -111,6 +123,7 @@ BAD_CASES = [
     ("name,current,minimum,target\nA,1,1\n", ["row 1", "cells"]),
     ("name,current,minimum,target\nA,1,,1\n", ["'minimum'", "row 1", "empty"]),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(("text", "words"), BAD_CASES, ids=[w[0] for _, w in BAD_CASES])

@@ -1,4 +1,4 @@
-"""Tests for the transfer plan (``marra.strategies.plan``).
+"""Tests for the transfer plan (``marra.strategies.transfer_plan``).
 
 Allocations are built directly (random conserving moves), never by the allocators, so these tests
 pin down the plan alone.
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 from marra.network import HospitalNetwork, generate_network
-from marra.strategies.plan import (
+from marra.strategies.transfer_plan import (
     EARTH_RADIUS_KM,
     Plan,
     _integral_flows,
@@ -33,8 +33,8 @@ from marra.strategies.plan import (
     write_plan_csv,
 )
 
-# the module itself (``marra.strategies.plan`` may be shadowed by the function of that name)
-plan_module = importlib.import_module("marra.strategies.plan")
+# the module itself, for its private helpers
+plan_module = importlib.import_module("marra.strategies.transfer_plan")
 
 KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180.0  # one degree of a great circle
 
@@ -454,7 +454,7 @@ def test_planning_with_coordinates_does_not_import_torch():
         "import sys\n"
         "import numpy as np\n"
         "from marra.network import generate_network\n"
-        "from marra.strategies.plan import plan\n"
+        "from marra.strategies.transfer_plan import plan\n"
         "net = generate_network(50, seed=0)\n"
         "y = np.full(50, net.total // 50); y[: int(net.total - y.sum())] += 1\n"
         "plan(net, y); plan(net, y, method='sparse-transport')\n"

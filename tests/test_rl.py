@@ -39,6 +39,7 @@ SMALL = PPOConfig(
     update_epochs=2,
     num_minibatches=2,
     checkpoint_every=1,
+    torch_threads=1,  # tiny networks: one thread is faster, and immune to a busy machine
 )
 
 
@@ -141,12 +142,13 @@ def _stop_after(iteration: int):
 
 
 def test_resume_continues_the_run_and_ends_with_the_same_parameters(tmp_path):
-    config = SMALL.replace(total_steps=160)  # 4 iterations
+    config = SMALL.replace(total_steps=160, checkpoint_every=2)  # 4 iterations
     whole = train(config, SMALL_ENV, out_dir=tmp_path / "whole", progress=False)
 
+    # the run dies in iteration 3, after logging it but before its checkpoint (every 2)
     run = tmp_path / "interrupted"
     with pytest.raises(_Interrupt):
-        train(config, SMALL_ENV, out_dir=run, progress=False, log_fn=_stop_after(2))
+        train(config, SMALL_ENV, out_dir=run, progress=False, log_fn=_stop_after(3))
     saved = load_checkpoint(run / "checkpoint.pt")
     assert (saved["iteration"], saved["env_steps"]) == (2, 80)
     assert {"model", "optimizer", "rng", "config", "env_settings"} <= set(saved)
@@ -162,6 +164,8 @@ def test_resume_continues_the_run_and_ends_with_the_same_parameters(tmp_path):
     with (run / "train_log.csv").open() as handle:
         assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporary files
+    features = load_policy(resumed.policy_path).obs_spec["features"]
+    assert features[0] == "current/s" and len(features) == HospitalEnv.obs_dim
 
 
 def test_resume_refuses_a_different_config_and_a_fresh_run_refuses_to_overwrite(tmp_path):
@@ -192,14 +196,15 @@ def test_train_writes_log_policy_and_notes(tmp_path):
 # --------------------------------------------------------------------------- learning
 def test_trained_policy_beats_doing_nothing_on_mae(tmp_path):
     env_kwargs = {"n_hospitals": 10, "horizon": 20, "scenario": "shifting"}
-    config = PPOConfig(total_steps=16 * 20 * 25, num_envs=16, seed=0)
+    config = PPOConfig(total_steps=16 * 20 * 25, num_envs=16, seed=0, torch_threads=1)
     result = train(config, env_kwargs, out_dir=tmp_path, progress=False)
     policy = load_policy(result.policy_path)
 
     env = HospitalEnv(n_hospitals=10, horizon=20, scenario="shifting", num_envs=64)
     learned = evaluate_policy(policy.act, env, seed=12345)
     hold = evaluate_policy(lambda obs: torch.zeros(obs.shape[:-1]), env, seed=12345)
-    assert learned["mae"] < 0.5 * hold["mae"], (learned["mae"], hold["mae"])
+    # measured: MAE about 2.2 against 9.7 for doing nothing (seeds 0, 1, 2), in about 3 s
+    assert learned["mae"] < 0.4 * hold["mae"], (learned["mae"], hold["mae"])
     assert learned["episode_reward"] > hold["episode_reward"]
 
 

@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False)
 
 EXIT_BAD_INPUT = 2
@@ -106,22 +106,31 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 @app.command()
 def recommend(
-    file: Annotated[Path, typer.Argument(help="CSV with columns name,current,minimum,target[,capacity,lat,lon]")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV with columns name,current,minimum,target[,capacity,lat,lon]")
+    ],
     strategy: Annotated[str, typer.Option(help="qp, nwo, taxation, hybrid, greedy or hold")] = "qp",
     budget: Annotated[
         float | None, typer.Option(help="at most this many staff change hospital (default: no cap)")
     ] = None,
     continuous: Annotated[
-        bool, typer.Option("--continuous", help="fractional staff (paper 000) instead of whole people")
+        bool,
+        typer.Option("--continuous", help="fractional staff (paper 000) instead of whole people"),
     ] = False,
     shortfall: Annotated[
         bool,
-        typer.Option("--shortfall", help="if minima cannot all be met, cover them as far as possible"),
+        typer.Option(
+            "--shortfall", help="if minima cannot all be met, cover them as far as possible"
+        ),
     ] = False,
     out: Annotated[Path | None, typer.Option(help="write the transfers to this CSV")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object and nothing else")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object and nothing else")
+    ] = False,
     tau: Annotated[float, typer.Option(help="MRE tolerance band around mean coverage")] = 0.1,
-    weights: Annotated[str, typer.Option(help="NWO/hybrid weights: none (paper) or target")] = "none",
+    weights: Annotated[
+        str, typer.Option(help="NWO/hybrid weights: none (paper) or target")
+    ] = "none",
 ) -> None:
     """Recommend who should lend how many staff to whom, with before/after metrics."""
     from marra.metrics import mre, report
@@ -129,7 +138,9 @@ def recommend(
     from marra.strategies import STRATEGIES, allocate, plan, write_plan_csv
 
     if strategy not in STRATEGIES:
-        raise _fail(f"--strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise _fail(
+            f"--strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+        )
     if budget is not None and (not math.isfinite(budget) or budget < 0):
         raise _fail(f"--budget: must be a non-negative number, got {budget:g}")
     if not (math.isfinite(tau) and tau >= 0):
@@ -166,7 +177,9 @@ def recommend(
 
     if as_json:
         payload = {
-            "allocation": {name: _num(v) for name, v in zip(network.names, allocation, strict=True)},
+            "allocation": {
+                name: _num(v) for name, v in zip(network.names, allocation, strict=True)
+            },
             "transfers": [
                 {"from": r["from"], "to": r["to"], "count": _num(r["count"])}
                 for r in transfers.records()
@@ -191,9 +204,11 @@ def recommend(
         f"[bold]{file.name}[/]: {network.n} hospitals, {_fmt(network.total)} staff, minima need "
         f"{_fmt(network.minimum.sum())}, targets ask {_fmt(network.target.sum())}"
     )
-    console.print(f"strategy [bold]{strategy}[/] ({STRATEGY_HELP[strategy]}); {cap}; "
-                  f"{'whole staff' if integer else 'fractional staff'}; "
-                  f"decided in {decision_seconds * 1000:.1f} ms")
+    console.print(
+        f"strategy [bold]{strategy}[/] ({STRATEGY_HELP[strategy]}); {cap}; "
+        f"{'whole staff' if integer else 'fractional staff'}; "
+        f"decided in {decision_seconds * 1000:.1f} ms"
+    )
     _print_transfers(transfers)
     table = Table(title="Before and after", title_justify="left")
     table.add_column("metric")
@@ -284,12 +299,32 @@ def demo(
         + ("" if budget is None else f"; transfer budget {_fmt(budget)}")
     )
     table = Table(title="Every strategy on the built-in network", title_justify="left")
-    for column in ("strategy", "MAE", "Gini", "cov. Gini", "MRE/N", "below min", "moved",
-                   "transfers", "km", "ms"):
+    for column in (
+        "strategy",
+        "MAE",
+        "Gini",
+        "cov. Gini",
+        "MRE/N",
+        "below min",
+        "moved",
+        "transfers",
+        "km",
+        "ms",
+    ):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     base = report(network, network.current)
-    table.add_row("(now)", _fmt(base["mae"]), _fmt(base["gini"]), _fmt(base["coverage_gini"]),
-                  _fmt(base["mre_normalised"], 4), _fmt(base["minima_shortfall"]), "0", "0", "", "")
+    table.add_row(
+        "(now)",
+        _fmt(base["mae"]),
+        _fmt(base["gini"]),
+        _fmt(base["coverage_gini"]),
+        _fmt(base["mre_normalised"], 4),
+        _fmt(base["minima_shortfall"]),
+        "0",
+        "0",
+        "",
+        "",
+    )
     for name in STRATEGIES:
         started = time.perf_counter()
         allocation = allocate(network, name, transfer_budget=budget)
@@ -331,7 +366,9 @@ def _parse_methods(strategies: list[str], budget: float | None, integer: bool) -
 
             path = Path(value.split(":", 1)[1])
             try:
-                methods.append(PolicyMethod.from_file(path, transfer_budget=budget, integer=integer))
+                methods.append(
+                    PolicyMethod.from_file(path, transfer_budget=budget, integer=integer)
+                )
             except (OSError, ValueError) as exc:
                 raise _fail(f"--strategy {value}: {exc}") from None
         elif value in STRATEGIES:
@@ -354,7 +391,9 @@ def simulate(
     ] = "shifting",
     strategy: Annotated[
         list[str] | None,
-        typer.Option(help="repeat to compare: qp, nwo, taxation, hybrid, greedy, hold, policy:FILE"),
+        typer.Option(
+            help="repeat to compare: qp, nwo, taxation, hybrid, greedy, hold, policy:FILE"
+        ),
     ] = None,
     budget: Annotated[float | None, typer.Option(help="staff that may move per step")] = None,
     hospitals: Annotated[int, typer.Option(help="random hospitals per seed (no --network)")] = 150,
@@ -423,8 +462,15 @@ def simulate(
         title=f"{scenario}: mean over {seeds} seeds and {steps} steps (± std over seeds)",
         title_justify="left",
     )
-    shown = ("mae", "gini", "coverage_gini", "mre_normalised", "minima_shortfall", "moved",
-             "decision_seconds")
+    shown = (
+        "mae",
+        "gini",
+        "coverage_gini",
+        "mre_normalised",
+        "minima_shortfall",
+        "moved",
+        "decision_seconds",
+    )
     table.add_column("method")
     for metric in shown:
         table.add_column("decision ms" if metric == "decision_seconds" else metric, justify="right")

@@ -23,13 +23,18 @@ def demo_methods(network: HospitalNetwork) -> tuple[list[Any], float]:
         return methods, budget
     path = default_policy_path()
     if path is not None:
-        methods.insert(0, PolicyMethod.from_file(path, transfer_budget=budget, integer=True,
-                                                 label="ppo (shipped)"))
+        methods.insert(
+            0,
+            PolicyMethod.from_file(
+                path, transfer_budget=budget, integer=True, label="ppo (shipped)"
+            ),
+        )
     return methods, budget
 
 
-def demo_simulation(network: HospitalNetwork, *, steps: int = 50, console: Any = None,
-                    seeds: int = 3) -> dict[str, dict[str, float]]:
+def demo_simulation(
+    network: HospitalNetwork, *, steps: int = 50, console: Any = None, seeds: int = 3
+) -> dict[str, dict[str, float]]:
     """Simulate shifting+shock on ``network`` for a few seeds; print and return mean metrics."""
     from rich.console import Console
     from rich.table import Table
@@ -48,20 +53,42 @@ def demo_simulation(network: HospitalNetwork, *, steps: int = 50, console: Any =
             runs.append(method.run_episode(network, realisation, steps, tau=0.1))
         summary[method.label] = {
             key: float(np.mean([run[key] for run in runs]))
-            for key in ("mae", "gini", "coverage_gini", "mre_normalised", "minima_shortfall",
-                        "moved", "decision_seconds")
+            for key in (
+                "mae",
+                "gini",
+                "coverage_gini",
+                "mre_normalised",
+                "minima_shortfall",
+                "moved",
+                "decision_seconds",
+            )
         }
     table = Table(
         title=f"shifting+shock, {steps} steps, {seeds} seeds, at most {budget:g} staff moved per "
         "step (means over steps and seeds)",
         title_justify="left",
     )
-    for column in ("method", "MAE", "Gini", "cov. Gini", "MRE/N", "below min", "moved/step",
-                   "ms/step"):
+    for column in (
+        "method",
+        "MAE",
+        "Gini",
+        "cov. Gini",
+        "MRE/N",
+        "below min",
+        "moved/step",
+        "ms/step",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for label, m in summary.items():
-        table.add_row(label, f"{m['mae']:.3f}", f"{m['gini']:.4f}", f"{m['coverage_gini']:.4f}",
-                      f"{m['mre_normalised']:.4f}", f"{m['minima_shortfall']:.2f}",
-                      f"{m['moved']:.1f}", f"{m['decision_seconds'] * 1000:.2f}")
+        table.add_row(
+            label,
+            f"{m['mae']:.3f}",
+            f"{m['gini']:.4f}",
+            f"{m['coverage_gini']:.4f}",
+            f"{m['mre_normalised']:.4f}",
+            f"{m['minima_shortfall']:.2f}",
+            f"{m['moved']:.1f}",
+            f"{m['decision_seconds'] * 1000:.2f}",
+        )
     console.print(table)
     return summary

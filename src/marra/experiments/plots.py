@@ -22,6 +22,10 @@ METRIC_LABELS = {
 }
 
 
+#: Line styles cycled per method so that methods with identical curves stay visible.
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -49,8 +53,9 @@ def _colours(methods: Sequence[str]) -> dict[str, Any]:
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
-def draw_metric(ax: Any, frame: Any, metric: str, colours: dict[str, Any],
-                methods: Sequence[str] | None = None) -> int:
+def draw_metric(
+    ax: Any, frame: Any, metric: str, colours: dict[str, Any], methods: Sequence[str] | None = None
+) -> int:
     """Draw mean ± std over seeds of ``metric`` per method on ``ax``; return the seed count."""
     sub = frame[frame["metric"] == metric]
     if methods is None:
@@ -64,7 +69,10 @@ def draw_metric(ax: Any, frame: Any, metric: str, colours: dict[str, Any],
         stats["std"] = stats["std"].fillna(0.0)
         seeds = max(seeds, int(stats["count"].max()))
         colour = colours.get(method)
-        ax.plot(stats.index, stats["mean"], label=method, color=colour, linewidth=1.6)
+        style = _LINESTYLES[list(methods).index(method) % len(_LINESTYLES)]
+        ax.plot(
+            stats.index, stats["mean"], label=method, color=colour, linewidth=1.6, linestyle=style
+        )
         ax.fill_between(
             stats.index,
             stats["mean"] - stats["std"],
@@ -91,8 +99,14 @@ def plot_metric(frame: Any, metric: str, path: str | Path, *, title: str | None 
         seeds = draw_metric(ax, frame[frame["scenario"] == scenario], metric, colours, methods)
         ax.set_title(f"{scenario}")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6),
-               bbox_to_anchor=(0.5, 1.02), frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=min(len(labels), 6),
+        bbox_to_anchor=(0.5, 1.02),
+        frameon=False,
+    )
     fig.suptitle(
         (title or METRIC_LABELS.get(metric, metric)) + f" — mean ± 1 std over {seeds} seeds",
         y=1.08,
@@ -114,8 +128,14 @@ def plot_panels(frame: Any, metrics: Sequence[str], path: str | Path, *, title: 
         seeds = max(seeds, draw_metric(ax, frame, metric, colours, methods))
         ax.set_title(METRIC_LABELS.get(metric, metric))
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6),
-               bbox_to_anchor=(0.5, 1.02), frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=min(len(labels), 6),
+        bbox_to_anchor=(0.5, 1.02),
+        frameon=False,
+    )
     fig.suptitle(f"{title} — mean ± 1 std over {seeds} runs", y=1.08)
     out = Path(path)
     _save(fig, out)

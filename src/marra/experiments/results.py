@@ -116,8 +116,13 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write_manifest(path: Path, *, arguments: Mapping[str, Any], seeds: list[int],
-                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def write_manifest(
+    path: Path,
+    *,
+    arguments: Mapping[str, Any],
+    seeds: list[int],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``manifest.json`` atomically and return what was written."""
     manifest: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

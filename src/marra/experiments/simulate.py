@@ -24,8 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from marra.metrics import report
-from marra.network import HospitalNetwork, atomic_write_text, generate_network
 from marra.experiments.results import (
     ResultsError,
     config_fingerprint,
@@ -33,6 +31,8 @@ from marra.experiments.results import (
     rows_to_csv_text,
     write_manifest,
 )
+from marra.metrics import report
+from marra.network import HospitalNetwork, atomic_write_text, generate_network
 
 #: Metrics every simulation records per step (plus every key of :func:`marra.metrics.report`).
 CORE_METRICS = (
@@ -62,8 +62,9 @@ class Method(Protocol):
         ...
 
 
-def network_at(base: HospitalNetwork, current: np.ndarray, target: np.ndarray,
-               minimum: np.ndarray) -> HospitalNetwork:
+def network_at(
+    base: HospitalNetwork, current: np.ndarray, target: np.ndarray, minimum: np.ndarray
+) -> HospitalNetwork:
     """The network as it stands at one step (same names, capacities and coordinates)."""
     return HospitalNetwork(
         current=current,
@@ -231,13 +232,15 @@ def run_simulation(
     if stamp.exists():
         old = json.loads(stamp.read_text())
         if old.get("fingerprint") != fingerprint:
+            changed = _diff(old.get("config", {}), config)
             raise SimulationError(
-                f"--out {out}: holds a run with other settings ({_diff(old.get('config', {}), config)}); "
+                f"--out {out}: holds a run with other settings ({changed}); "
                 "choose another folder or delete it"
             )
     else:
-        atomic_write_text(stamp, json.dumps({"fingerprint": fingerprint, "config": config},
-                                            indent=2, default=str))
+        atomic_write_text(
+            stamp, json.dumps({"fingerprint": fingerprint, "config": config}, indent=2, default=str)
+        )
     scenario = make_scenario(spec.scenario, horizon=spec.steps, **spec.scenario_options)
     name = scenario_label or spec.scenario
     jobs = [(m, s) for s in spec.seeds for m in methods]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -379,10 +380,12 @@ class _RunLog:
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
         except ImportError:
             notes.append("TensorBoard logging skipped: the tensorboard package is not installed")
-        else:
-            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        except Exception as exc:  # a broken tensorboard install must not stop training
+            notes.append(f"TensorBoard logging skipped: {exc}")
 
     def write(self, row: dict[str, float]) -> None:
         if self.columns is None:
@@ -602,15 +605,11 @@ def train(
         wall_s = time.perf_counter() - start
         if iteration == num_iterations and not checkpoint_path.exists():
             raise CheckpointError(f"internal: no checkpoint written to {str(checkpoint_path)!r}")
-        obs_features = getattr(env, "obs_features", None)
-        obs_spec: dict[str, Any] = {"obs_dim": int(env.obs_dim)}
-        if obs_features is not None:
-            obs_spec["features"] = [str(f) for f in obs_features]
         save_policy(
             policy_path,
             agent.actor,
             action_scale=config.action_scale,
-            obs_spec=obs_spec,
+            obs_spec=_obs_spec(env),
             env_settings=env_settings,
             metadata={
                 "seed": config.seed,
@@ -636,12 +635,17 @@ def train(
         torch.set_num_threads(previous_threads)
 
 
+# settings that do not change the numbers a run produces, so a resume may change them
+_FREE_ON_RESUME = {"checkpoint_every", "torch_threads"}
+
+
 def _check_same_run(
     state: dict[str, Any], config: PPOConfig, env_settings: Any, path: Path
 ) -> None:
     saved = state["config"]
     current = config.to_dict()
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    keys = (set(saved) | set(current)) - _FREE_ON_RESUME
+    changed = sorted(k for k in keys if saved.get(k) != current.get(k))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise CheckpointError(
@@ -652,6 +656,22 @@ def _check_same_run(
             f"resume: checkpoint {str(path)!r} was written with different env_kwargs "
             f"({state['env_settings']!r}, now {env_settings!r})"
         )
+
+
+def _obs_spec(env: Any) -> dict[str, Any]:
+    """``obs_dim`` and, where known, the names of the observation columns: the environment's
+    ``obs_features``, or its module's ``LOCAL_FEATURES + CONTEXT_FEATURES`` (HospitalEnv)."""
+    spec: dict[str, Any] = {"obs_dim": int(env.obs_dim)}
+    features = getattr(env, "obs_features", None)
+    if features is None:
+        module = sys.modules.get(type(env).__module__)
+        local = getattr(module, "LOCAL_FEATURES", None)
+        context = getattr(module, "CONTEXT_FEATURES", None)
+        if local is not None and context is not None:
+            features = (*local, *context)
+    if features is not None and len(features) == spec["obs_dim"]:
+        spec["features"] = [str(f) for f in features]
+    return spec
 
 
 def _check_rollout(rollout: Rollout, iteration: int) -> None:

@@ -1,6 +1,8 @@
 """Classical allocation strategies, integer rounding and transfer plans.
 
-Minimal re-exports so the allocators can be used; the lead engineer extends this module.
+Every allocator is called the same way, ``allocate(network, strategy, *, transfer_budget=None,
+integer=True, shortfall=False, **options) -> y``; ``plan(network, y)`` then says who sends how
+many staff to whom. Definitions and formulas: ``docs/strategies.md``.
 """
 
 from marra.strategies.allocators import (
@@ -21,7 +23,12 @@ from marra.strategies.allocators import (
     shortfall_spread,
     water_fill,
 )
-from marra.strategies.integer import round_largest_remainder, round_separable_convex
+from marra.strategies.integer import (
+    quadratic_marginal_cost,
+    round_largest_remainder,
+    round_separable_convex,
+)
+from marra.strategies.transfer_plan import Plan, haversine_km, plan, write_plan_csv
 
 __all__ = [
     "DEFAULT_BRACKETS",
@@ -38,8 +45,13 @@ __all__ = [
     "allocate",
     "get_strategy",
     "progressive_tax",
+    "quadratic_marginal_cost",
     "round_largest_remainder",
     "round_separable_convex",
     "shortfall_spread",
     "water_fill",
+    "Plan",
+    "haversine_km",
+    "plan",
+    "write_plan_csv",
 ]

@@ -24,16 +24,16 @@ from hospital ``j`` and given to hospital ``i``) lowers the cost, i.e.
 ``{sum x = total}`` with box bounds are global). The function therefore
 
 1. starts from ``x = floor(y)`` clipped to the bounds (``y`` is the continuous optimum, so the
-   start is within one unit of an integer optimum for smooth objectives such as the quadratic and
-   the logarithm: for the quadratic ``(x - t)^2`` every unit below ``floor(y)`` costs at most
-   ``2 nu - 1`` and every other unit more, so ``floor(y)`` is contained in an integer optimum);
+   start is usually inside an integer optimum; for the quadratic ``(x - t)^2`` this is proved:
+   every unit below ``floor(y)`` costs at most ``2 nu - 1`` and every other unit more);
 2. adds the ``total - sum(x)`` missing units (or removes surplus units) greedily, cheapest
    marginal cost first, in vectorised rounds: in one round every first unit that is no dearer
    than the cheapest *second* unit of any hospital is taken, which is exactly what the unit-by-unit
    greedy would take next, so the result equals the classical marginal-gain greedy;
-3. verifies the exchange condition above and, should it fail (never for the quadratic and the
-   logarithm started from their continuous optimum, possible for an arbitrary convex ``f`` or
-   an arbitrary ``y``), applies improving exchanges until it holds.
+3. verifies the exchange condition above and, should it fail (not for the quadratic started
+   from its continuous optimum, by step 1; possible for an arbitrary convex ``f`` or an
+   arbitrary ``y``), applies improving exchanges until it holds. Step 3 is what makes the result
+   optimal whatever the start; steps 1 and 2 only make it fast.
 
 Ties are broken towards the lower index, so results are deterministic. The cost is dominated by
 a few vectorised passes and one sort of the candidates: O(n log n).
@@ -75,10 +75,12 @@ def snap_to_integers(values: np.ndarray, tolerance: float = _SNAP_TOLERANCE) -> 
     The relative tolerance (1e-12) is far above float noise (about 1e-16 relative per operation)
     and far below a meaningful fraction of a person at any realistic head count.
     """
-    values = np.asarray(values, dtype=np.float64)
-    nearest = np.rint(values)
-    close = np.abs(values - nearest) <= tolerance * np.maximum(1.0, np.abs(values))
-    return np.where(close, nearest, values)
+    values = np.array(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    nearest = np.rint(values[finite])
+    close = np.abs(values[finite] - nearest) <= tolerance * np.maximum(1.0, np.abs(nearest))
+    values[finite] = np.where(close, nearest, values[finite])
+    return values
 
 
 def quadratic_marginal_cost(centre: np.ndarray) -> MarginalCost:
@@ -153,7 +155,7 @@ def round_separable_convex(
         )
     if not np.all(np.isfinite(y_cont)):
         raise ValueError("y_cont: every value must be finite")
-    if np.any(np.mod(lower, 1.0) != 0.0) or not np.all(np.isfinite(lower)):
+    if not np.all(np.isfinite(lower)) or np.any(np.mod(lower, 1.0) != 0.0):
         raise ValueError("lower: bounds must be finite whole numbers")
     finite_upper = np.isfinite(upper)
     if np.any(np.mod(upper[finite_upper], 1.0) != 0.0) or np.any(np.isneginf(upper)):
