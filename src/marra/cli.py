@@ -608,6 +608,24 @@ def train(
     )
 
 
+@app.command()
+def reproduce(
+    paper: Annotated[str, typer.Argument(help="which paper: paper000")],
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/paper000"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="fewer seeds and training steps (minutes, for CI)")
+    ] = False,
+) -> None:
+    """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md."""
+    if paper != "paper000":
+        raise _fail(f"paper: unknown paper {paper!r}; available: paper000")
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out: {out} exists and is not a folder")
+    from marra.experiments.reproduce import reproduce_paper000
+
+    reproduce_paper000(out, quick=quick)
+
+
 def _demo_simulation(network: Any, steps: int) -> None:
     """A short shifting+shock simulation on the built-in network (hook for the learned policy)."""
     from marra.experiments.demo import demo_simulation

@@ -101,7 +101,9 @@ class SharedActor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``a ~ pi(.|obs)``; returns ``(action, log_prob)``, both ``(..., n)``."""
         mean = self(obs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        device = generator.device if generator is not None else mean.device
+        noise = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
+        noise = noise.to(mean.device)  # a CPU generator keeps runs reproducible on any device
         action = mean + torch.exp(self.log_std) * noise
         return action, gaussian_log_prob(action, mean, self.log_std)
 

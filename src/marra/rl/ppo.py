@@ -168,7 +168,7 @@ def collect_rollout(
     for t in range(horizon):
         obs_buf[t] = obs
         action, log_prob = agent.actor.sample(obs, generator)
-        values[t] = agent.value(obs)
+        values[t] = agent.critic(obs)  # normalised units; mapped back once, after the loop
         obs, reward, terminated, truncated, info = env.step(action_scale * action)
         actions[t], log_probs[t], rewards[t] = action, log_prob, reward
         dones[t] = torch.logical_or(terminated, truncated).to(dones.dtype)
@@ -176,6 +176,7 @@ def collect_rollout(
             if key in info:
                 total += info[key]
     dones[-1] = 1.0  # the horizon ends the task (the observation carries the time left)
+    values = agent.value_norm.denormalize(values)
     last_value = agent.value(obs)
 
     metrics = {"episode_reward": rewards.sum(0).mean().item()}

@@ -1,0 +1,786 @@
+"""Speed of the classical strategies, against cvxpy on the same QP and NWO, and of transfer plans.
+
+Three measurements, all medians of ``time.perf_counter`` over repeats after one warm-up call (a
+repeat of a fast call times several calls together, at least 10 ms; see :func:`time_call`):
+
+1. **Strategies.** :func:`marra.strategies.allocate` for every strategy (qp, nwo, taxation,
+   hybrid, greedy, hold) at every ``n`` of ``--sizes``, in integer (default) and continuous mode,
+   without a transfer budget; qp and nwo also under a binding budget of ``--budget-fraction``
+   (5%) of the total staff. Networks come from :func:`marra.network.generate_network`
+   (``seed``); from ``--lean-from`` hospitals on (100,000) they are generated without names and
+   coordinates (``names=False, coords=False``), which the strategies do not use.
+2. **Exact optima against cvxpy.** The continuous, unbudgeted QP and NWO, which marra solves by
+   one water-filling, also through a generic solver up to ``--cvxpy-max-n`` (10,000), with the
+   solvers cvxpy picks by default:
+
+   - QP: ``minimise sum_squares(y - t)`` s.t. ``sum(y) == C``, ``y >= m``;
+   - NWO: ``maximise sum(log(y - m + 1))`` s.t. the same constraints.
+
+   On the generated networks (staff within 5% of the targets' sum, minima 60-80% of targets)
+   no optimum sits at a minimum, and NWO with ``w = 1`` never has one (every hospital gets the
+   same surplus), so the water-filling takes its short path. Two more cases therefore run on a
+   *scarce* copy of each network (staff cut to ``--scarce-fraction``, 75%, of the targets' sum):
+   QP, with about 60% of the hospitals at their minimum, and NWO with target weights
+   (``w = t - m + 1``, ``maximise sum(w * log(y - m + 1))``), whose level lies among the
+   breakpoints.
+
+   Three cvxpy times per case: the whole call (building the ``cp.Problem`` and ``solve``:
+   cvxpy's canonicalisation plus the solver); a re-solve of a problem built once with
+   ``cp.Parameter`` data (DPP, ``warm_start=False``; up to ``--resolve-max-n``), which is how a
+   caller would amortise the building; and the solver's own time
+   (``problem.solver_stats.solve_time``; for OSQP its ``run_time``, setup + solve + polish).
+   ``ratio = cvxpy time / marra time`` on the same case (marra continuous, unbudgeted, the whole
+   ``allocate`` call). cvxpy's objective is checked against marra's exact optimum (relative
+   gap). The bare :func:`marra.strategies.water_fill` call inside ``allocate`` is timed too, for
+   every ``n``, so marra's per-call overhead (validation, copies) can be told from the algorithm.
+3. **Transfer plans.** :func:`marra.strategies.plan` at ``--plan-sizes`` (150, 1,000), networks
+   with coordinates, for the integer QP allocation: exact optimal transport (``"transport"``)
+   and ``"largest-first"``. The first transport call imports POT; its cost (first call minus the
+   warm median) is reported separately.
+
+cvxpy is a benchmark-only dependency: without it (or with ``--no-cvxpy``) the cvxpy columns of
+part 2 stay empty, with a note in the table and the JSON (``cvxpy_note``). The machine may be
+shared, so ``min`` is stored next to every median and the load average before and after the run
+goes into the JSON.
+
+Usage::
+
+    python benchmarks/strategies.py                # n = 150 ... 1,000,000, writes the JSON
+    python benchmarks/strategies.py --quick        # n <= 10,000, fewer repeats (< 1 minute)
+    python benchmarks/strategies.py --markdown     # also print the tables as Markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import scipy
+
+from marra.network import HospitalNetwork, atomic_write_text, generate_network
+from marra.strategies import STRATEGIES, allocate, plan, water_fill
+
+BUDGETED = ("qp", "nwo")
+PLAN_METHODS = ("transport", "largest-first")
+
+
+# ---------------------------------------------------------------------- timing
+#: Each repeat runs a call this many seconds at least (several calls of a fast function, timed
+#: together), so microsecond calls are not at the mercy of one scheduler tick.
+MIN_REPEAT_SECONDS = 0.01
+#: Most calls of one function timed together in one repeat.
+MAX_CALLS_PER_REPEAT = 1000
+
+
+def time_call(
+    fn: Callable[[], Any], repeats: int, *, min_seconds: float = MIN_REPEAT_SECONDS
+) -> dict[str, Any]:
+    """Median and minimum wall time (s) per call of ``fn()`` over ``repeats`` repeats.
+
+    One warm-up call (its time is returned as ``first_s``: it pays imports and caches), then one
+    probe call that sets ``calls``, how many calls each repeat times together so a repeat lasts
+    at least ``min_seconds`` (1 for slow functions); each repeat's time is divided by ``calls``.
+    ``fn`` is therefore called ``2 + repeats * calls`` times.
+    """
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    fn()
+    probe = time.perf_counter() - start
+    calls = max(1, min(MAX_CALLS_PER_REPEAT, math.ceil(min_seconds / max(probe, 1e-9))))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "repeats": repeats,
+        "calls_per_repeat": calls,
+        "first_s": first,
+    }
+
+
+def repeats_for(n: int, args: argparse.Namespace) -> int:
+    """Repeats per measurement: more for small networks (cheap and noisy), fewer for large."""
+    if args.repeats is not None:
+        return args.repeats
+    if args.quick:
+        return 5 if n <= 1_000 else 3
+    if n <= 1_000:
+        return 21
+    if n <= 10_000:
+        return 11
+    if n <= 100_000:
+        return 5
+    return 3
+
+
+def cvxpy_repeats_for(n: int, args: argparse.Namespace) -> int:
+    if args.repeats is not None:
+        return args.repeats
+    if args.quick:
+        return 3
+    return 15 if n <= 1_000 else 7
+
+
+def make_network(n: int, args: argparse.Namespace, *, full: bool = False) -> HospitalNetwork:
+    lean = n >= args.lean_from and not full
+    return generate_network(n, args.seed, names=not lean, coords=not lean)
+
+
+def moved(y: np.ndarray, network: HospitalNetwork) -> float:
+    """Staff that change hospital: ``sum max(0, y - c)``."""
+    return float(np.maximum(y - network.current, 0.0).sum())
+
+
+# ---------------------------------------------------------------------- 1. strategies
+def bench_strategies(
+    n: int, network: HospitalNetwork, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    repeats = repeats_for(n, args)
+    budget = args.budget_fraction * network.total
+    rows: list[dict[str, Any]] = []
+    for strategy in STRATEGIES:
+        budgets: list[float | None] = [None, budget] if strategy in BUDGETED else [None]
+        for transfer_budget in budgets:
+            for integer in (True, False):
+                result: dict[str, np.ndarray] = {}
+
+                def call(
+                    strategy: str = strategy,
+                    integer: bool = integer,
+                    transfer_budget: float | None = transfer_budget,
+                    result: dict[str, np.ndarray] = result,
+                ) -> None:
+                    result["y"] = allocate(
+                        network, strategy, integer=integer, transfer_budget=transfer_budget
+                    )
+
+                timing = time_call(call, repeats)
+                rows.append(
+                    {
+                        "n": n,
+                        "strategy": strategy,
+                        "integer": integer,
+                        "transfer_budget": transfer_budget,
+                        "moved": moved(result["y"], network),
+                        **timing,
+                    }
+                )
+    # a budget binds when the unbudgeted plan moves more than it
+    for row in rows:
+        if row["transfer_budget"] is not None:
+            free = next(
+                r
+                for r in rows
+                if r["strategy"] == row["strategy"]
+                and r["integer"] == row["integer"]
+                and r["transfer_budget"] is None
+            )
+            row["unbudgeted_moved"] = free["moved"]
+            row["binding"] = free["moved"] > row["transfer_budget"] + 1e-9
+    return rows
+
+
+# ---------------------------------------------------------------------- 2. exact optima and cvxpy
+@dataclass(frozen=True)
+class Case:
+    """One continuous problem solved exactly by marra (one water-filling) and by cvxpy."""
+
+    name: str
+    problem: str  # "qp" or "nwo"
+    weights: str = "none"  # NWO weights: "none" (w = 1) or "target" (w = t - m + 1)
+    scarce: bool = False  # on the scarce network (--scarce-fraction of the targets' sum)
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"weights": self.weights} if self.problem == "nwo" else {}
+
+
+CASES = (
+    Case("qp", "qp"),
+    Case("nwo", "nwo"),
+    Case("qp, scarce", "qp", scarce=True),
+    Case("nwo weighted, scarce", "nwo", weights="target", scarce=True),
+)
+
+
+def scarce_network(network: HospitalNetwork, fraction: float) -> HospitalNetwork:
+    """``network`` with its staff cut to about ``fraction`` of the targets' sum (whole staff,
+    ``floor(c * fraction * sum(t) / C)``), so that many optima sit at the minimum."""
+    scale = fraction * float(np.sum(network.target)) / network.total
+    return network.with_current(np.floor(np.asarray(network.current) * scale))
+
+
+def nwo_weight(case: Case, network: HospitalNetwork) -> np.ndarray:
+    if case.weights == "target":
+        return np.asarray(network.target) - np.asarray(network.minimum) + 1.0
+    return np.ones(network.n)
+
+
+def kernel_inputs(case: Case, network: HospitalNetwork) -> tuple[np.ndarray, ...]:
+    """``(base, slope, lower, upper)`` of the single :func:`water_fill` that solves ``case``:
+    QP ``y = clip(t + nu, m, u)``, NWO ``y = clip(m - 1 + w / lambda, m, u)``."""
+    m, t, u = network.minimum, network.target, network.upper
+    if case.problem == "qp":
+        return t, np.ones(network.n), m, u
+    return m - 1.0, nwo_weight(case, network), m, u
+
+
+def objective_value(case: Case, y: np.ndarray, network: HospitalNetwork) -> float:
+    """QP ``sum (y - t)^2`` (minimised); NWO ``sum w log(y - m + 1)`` (maximised)."""
+    if case.problem == "qp":
+        return float(np.sum((y - network.target) ** 2))
+    return float(np.sum(nwo_weight(case, network) * np.log(y - network.minimum + 1.0)))
+
+
+def bench_exact(
+    n: int, networks: dict[bool, HospitalNetwork], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """marra on every case: the whole ``allocate`` call (continuous, unbudgeted) and the bare
+    :func:`water_fill` inside it, with the share of hospitals whose optimum is their minimum."""
+    rows = []
+    for case in CASES:
+        network = networks[case.scarce]
+        repeats = repeats_for(n, args)
+        timing = time_call(
+            lambda network=network, case=case: allocate(
+                network, case.problem, integer=False, **case.options
+            ),
+            repeats,
+        )
+        base, slope, lower, upper = kernel_inputs(case, network)
+        kernel = time_call(
+            lambda base=base, slope=slope, lower=lower, upper=upper, network=network: water_fill(
+                base, slope, lower, upper, network.total
+            ),
+            repeats,
+        )
+        y = allocate(network, case.problem, integer=False, **case.options)
+        rows.append(
+            {
+                "n": n,
+                "case": case.name,
+                "problem": case.problem,
+                "weights": case.weights,
+                "scarce": case.scarce,
+                "staff_over_targets": network.total / float(np.sum(network.target)),
+                "at_minimum": float(np.mean(y <= np.asarray(network.minimum) + 1e-9)),
+                "objective": objective_value(case, y, network),
+                "marra_median_s": timing["median_s"],
+                "marra_min_s": timing["min_s"],
+                "water_fill_median_s": kernel["median_s"],
+                "water_fill_min_s": kernel["min_s"],
+                "repeats": repeats,
+            }
+        )
+    return rows
+
+
+def import_cvxpy(args: argparse.Namespace) -> tuple[ModuleType | None, str | None]:
+    """cvxpy, or ``None`` and the reason it is skipped."""
+    if args.no_cvxpy:
+        return None, "cvxpy comparison skipped (--no-cvxpy)"
+    try:
+        import cvxpy
+    except ImportError as exc:
+        return None, f"cvxpy comparison skipped: cvxpy is not installed ({exc})"
+    return cvxpy, None
+
+
+def cvxpy_program(
+    cp: ModuleType, case: Case, n: int, target: Any, minimum: Any, total: Any, weight: np.ndarray
+) -> tuple[Any, Any]:
+    """``(cp.Problem, y)`` for ``case``; ``target``, ``minimum``, ``total`` are arrays or
+    ``cp.Parameter`` objects (then the problem is DPP: compiled once, re-solved with new data).
+
+    QP: ``minimise sum_squares(y - t)``; NWO: ``maximise sum(log(y - m + 1))`` (or
+    ``sum(w * log(y - m + 1))`` with target weights); both s.t. ``sum(y) == C``, ``y >= m``.
+    """
+    y = cp.Variable(n)
+    if case.problem == "qp":
+        objective = cp.Minimize(cp.sum_squares(y - target))
+    elif case.weights == "none":
+        objective = cp.Maximize(cp.sum(cp.log(y - minimum + 1.0)))
+    else:
+        objective = cp.Maximize(cp.sum(cp.multiply(weight, cp.log(y - minimum + 1.0))))
+    return cp.Problem(objective, [cp.sum(y) == total, y >= minimum]), y
+
+
+def bench_cvxpy(
+    cp: ModuleType,
+    n: int,
+    networks: dict[bool, HospitalNetwork],
+    exact_rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Three cvxpy times per case: build + solve (a new ``cp.Problem`` every call), the
+    solver's own ``solve_time`` in those calls, and (up to ``--resolve-max-n``) a re-solve of a
+    problem built once with ``cp.Parameter`` data (``warm_start=False``, so the solver starts
+    from scratch; its first call, which compiles the parametrised problem, is reported as
+    ``param_first_s``). Ratios are cvxpy time / marra time of the same case."""
+    repeats = cvxpy_repeats_for(n, args)
+    rows = []
+    for case, exact in zip(CASES, exact_rows, strict=True):
+        network = networks[case.scarce]
+        minimum = np.array(network.minimum)
+        target = np.array(network.target)
+        total = network.total
+        weight = nwo_weight(case, network)
+        solved: dict[str, Any] = {"solve_times": []}
+
+        def build_and_solve(
+            case: Case = case,
+            target: np.ndarray = target,
+            minimum: np.ndarray = minimum,
+            total: float = total,
+            weight: np.ndarray = weight,
+            solved: dict[str, Any] = solved,
+        ) -> None:
+            program, y = cvxpy_program(cp, case, n, target, minimum, total, weight)
+            program.solve()
+            solved["solve_times"].append(program.solver_stats.solve_time)
+            solved["program"], solved["y"] = program, np.asarray(y.value)
+
+        timing = time_call(build_and_solve, repeats)
+        program = solved["program"]
+        solve_times = solved["solve_times"][2:]  # drop the warm-up's and the probe's
+        solve_median = statistics.median(solve_times)
+
+        resolve_timing: dict[str, Any] = {"median_s": None, "min_s": None, "first_s": None}
+        if n <= args.resolve_max_n:
+            params = {
+                "target": cp.Parameter(n),
+                "minimum": cp.Parameter(n),
+                "total": cp.Parameter(),
+            }
+            param_program, _ = cvxpy_program(cp, case, n, weight=weight, **params)
+
+            def resolve(
+                param_program: Any = param_program,
+                params: dict[str, Any] = params,
+                target: np.ndarray = target,
+                minimum: np.ndarray = minimum,
+                total: float = total,
+            ) -> None:
+                # new data every call (copies of the same values), solved from scratch
+                params["target"].value = target.copy()
+                params["minimum"].value = minimum.copy()
+                params["total"].value = total
+                param_program.solve(warm_start=False)
+
+            resolve_timing = time_call(resolve, repeats)
+
+        y_exact = allocate(network, case.problem, integer=False, **case.options)
+        y_cvx = solved["y"]
+        marra_s = exact["marra_median_s"]
+        rows.append(
+            {
+                "n": n,
+                "case": case.name,
+                "problem": case.problem,
+                "solver": program.solver_stats.solver_name,
+                "status": program.status,
+                "iterations": program.solver_stats.num_iters,
+                "repeats": repeats,
+                "at_minimum": exact["at_minimum"],
+                "total_median_s": timing["median_s"],
+                "total_min_s": timing["min_s"],
+                "solve_median_s": solve_median,
+                "solve_min_s": min(solve_times),
+                "resolve_median_s": resolve_timing["median_s"],
+                "resolve_min_s": resolve_timing["min_s"],
+                "param_first_s": resolve_timing["first_s"],
+                "marra_median_s": marra_s,
+                "water_fill_median_s": exact["water_fill_median_s"],
+                "ratio_total": timing["median_s"] / marra_s,
+                "ratio_resolve": (
+                    None
+                    if resolve_timing["median_s"] is None
+                    else resolve_timing["median_s"] / marra_s
+                ),
+                "ratio_solve": solve_median / marra_s,
+                "cvxpy_objective": float(program.value),
+                "marra_objective": exact["objective"],
+                # > 0: marra's exact optimum is better than the value cvxpy reports
+                "objective_gap_rel": (
+                    (float(program.value) - exact["objective"])
+                    * (1.0 if case.problem == "qp" else -1.0)
+                    / max(1.0, abs(exact["objective"]))
+                ),
+                "max_abs_y_diff": float(np.max(np.abs(y_cvx - y_exact))),
+                "cvxpy_max_violation": float(
+                    max(np.max(minimum - y_cvx), abs(float(y_cvx.sum()) - total))
+                ),
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------- 3. transfer plans
+def bench_plans(args: argparse.Namespace) -> dict[str, Any]:
+    pot_preloaded = "ot" in sys.modules
+    rows = []
+    pot_import_s = None
+    for n in args.plan_sizes:
+        network = make_network(n, args, full=True)
+        allocation = allocate(network, "qp")
+        repeats = repeats_for(n, args)
+        for method in PLAN_METHODS:
+            made: dict[str, Any] = {}
+
+            def call(
+                method: str = method,
+                network: HospitalNetwork = network,
+                allocation: np.ndarray = allocation,
+                made: dict[str, Any] = made,
+            ) -> None:
+                made["plan"] = plan(network, allocation, method=method)
+
+            timing = time_call(call, repeats)
+            result = made["plan"]
+            if method == "transport" and pot_import_s is None and not pot_preloaded:
+                pot_import_s = max(0.0, timing["first_s"] - timing["median_s"])
+            rows.append(
+                {
+                    "n": n,
+                    "method": result.method,
+                    "transfers": len(result),
+                    "moved": result.total_moved,
+                    "distance_km": result.total_distance_km,
+                    "senders": int(np.unique(result.senders).size),
+                    "receivers": int(np.unique(result.receivers).size),
+                    **timing,
+                }
+            )
+    return {"pot_import_s": pot_import_s, "pot_preloaded": pot_preloaded, "rows": rows}
+
+
+# ---------------------------------------------------------------------- output
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    ms = 1e3 * seconds
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _percent(share: float) -> str:
+    pct = 100 * share
+    return f"{pct:.1f}%" if 0 < pct < 1 else f"{pct:.0f}%"
+
+
+def strategy_table(report: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    rows = report["strategies"]
+    pct = 100 * report["meta"]["budget_fraction"]
+    headers = [
+        "n",
+        "strategy",
+        "integer (ms)",
+        "continuous (ms)",
+        f"budget {pct:g}%, integer (ms)",
+        f"budget {pct:g}%, continuous (ms)",
+        "ns/hospital (cont.)",
+    ]
+
+    def find(n: int, strategy: str, integer: bool, budgeted: bool) -> dict[str, Any] | None:
+        for r in rows:
+            if (
+                r["n"] == n
+                and r["strategy"] == strategy
+                and r["integer"] == integer
+                and (r["transfer_budget"] is not None) == budgeted
+            ):
+                return r
+        return None
+
+    table = []
+    for n in sorted({r["n"] for r in rows}):
+        for strategy in STRATEGIES:
+            cells = [find(n, strategy, i, b) for b in (False, True) for i in (True, False)]
+            cont = cells[1]
+            table.append(
+                [
+                    f"{n:,}",
+                    strategy,
+                    *[_ms(c["median_s"]) if c else "" for c in cells],
+                    f"{1e9 * cont['median_s'] / n:.0f}" if cont else "",
+                ]
+            )
+    title = "Strategies: median time per allocate() call"
+    return title, headers, table
+
+
+def exact_table(report: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    headers = [
+        "n",
+        "case",
+        "at min.",
+        "marra (ms)",
+        "water_fill only (ms)",
+        "cvxpy solver",
+        "cvxpy build+solve (ms)",
+        "cvxpy re-solve (ms)",
+        "cvxpy solver only (ms)",
+        "ratio",
+        "ratio, re-solve",
+        "ratio, solver only",
+        "objective gap (rel.)",
+    ]
+    cvxpy_rows = {(r["n"], r["case"]): r for r in report["cvxpy"]}
+
+    def ratio(value: float | None) -> str:
+        return "" if value is None else f"{value:.0f}x"
+
+    table = []
+    for exact in report["exact"]:
+        r = cvxpy_rows.get((exact["n"], exact["case"]))
+        row = [
+            f"{exact['n']:,}",
+            exact["case"],
+            _percent(exact["at_minimum"]),
+            _ms(exact["marra_median_s"]),
+            _ms(exact["water_fill_median_s"]),
+        ]
+        if r is None:
+            row += [""] * 8
+        else:
+            row += [
+                r["solver"],
+                _ms(r["total_median_s"]),
+                _ms(r["resolve_median_s"]),
+                _ms(r["solve_median_s"]),
+                ratio(r["ratio_total"]),
+                ratio(r["ratio_resolve"]),
+                ratio(r["ratio_solve"]),
+                f"{r['objective_gap_rel']:.0e}",
+            ]
+        table.append(row)
+    title = "Exact optima (continuous, no budget): marra against cvxpy (ratio = cvxpy / marra)"
+    if report["cvxpy_note"]:
+        title += f" -- {report['cvxpy_note']}"
+    return title, headers, table
+
+
+def plan_table(report: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    headers = ["n", "method", "senders x receivers", "transfers", "moved", "staff-km", "ms"]
+    table = [
+        [
+            f"{r['n']:,}",
+            r["method"],
+            f"{r['senders']} x {r['receivers']}",
+            str(r["transfers"]),
+            f"{r['moved']:.0f}",
+            "" if r["distance_km"] is None else f"{r['distance_km']:,.0f}",
+            _ms(r["median_s"]),
+        ]
+        for r in report["plan"]["rows"]
+    ]
+    imported = report["plan"]["pot_import_s"]
+    title = "Transfer plans for the integer QP allocation"
+    if imported is not None:
+        title += f" (first transport call also imported POT: +{imported:.2f} s)"
+    elif report["plan"]["pot_preloaded"]:
+        title += " (POT was already imported)"
+    return title, headers, table
+
+
+def markdown_table(headers: list[str], table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def print_tables(report: dict[str, Any], *, markdown: bool) -> None:
+    tables = [strategy_table(report), exact_table(report), plan_table(report)]
+    if markdown:
+        for title, headers, table in tables:
+            print(f"\n{title}\n")
+            print(markdown_table(headers, table))
+        print()
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(width=None if sys.stdout.isatty() else 170)  # full width in logs
+        for title, headers, table in tables:
+            rich_table = Table(title=title)
+            for header in headers:
+                rich_table.add_column(header, justify="right")
+            for row in table:
+                rich_table.add_row(*row)
+            console.print(rich_table)
+    except ImportError:  # pragma: no cover - rich is a dependency, plain text as a fallback
+        for title, headers, table in tables:
+            print(title)
+            print(markdown_table(headers, table))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+
+
+# ---------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", default="150,1000,10000,100000,1000000", help="comma-separated n"
+    )
+    parser.add_argument("--max-n", type=int, default=None, help="drop sizes above this")
+    parser.add_argument("--cvxpy-max-n", type=int, default=10_000, help="largest n for cvxpy")
+    parser.add_argument(
+        "--resolve-max-n",
+        type=int,
+        default=None,
+        help="largest n for the parametrised cvxpy re-solve (default: 10,000; 1,000 with --quick)",
+    )
+    parser.add_argument(
+        "--scarce-fraction",
+        type=float,
+        default=0.75,
+        help="staff of the scarce network, as a fraction of the targets' sum",
+    )
+    parser.add_argument("--plan-sizes", default="150,1000", help="comma-separated n for plans")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repeats per measurement (default: 21 at n <= "
+        "1,000, 11 at 10,000, 5 at 100,000, 3 above; cvxpy 15 / 7)",
+    )
+    parser.add_argument("--budget-fraction", type=float, default=0.05, help="of total staff")
+    parser.add_argument("--lean-from", type=int, default=100_000, help="no names/coords from n")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cvxpy", action="store_true", help="skip the cvxpy comparison")
+    parser.add_argument("--quick", action="store_true", help="n <= 10,000, fewer repeats")
+    parser.add_argument("--out", default="benchmarks/results/strategies.json")
+    parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats: must be >= 1")
+    sizes = _sizes(args.sizes)
+    args.plan_sizes = _sizes(args.plan_sizes)
+    if args.quick:
+        sizes = [n for n in sizes if n <= 10_000]
+    if args.resolve_max_n is None:
+        args.resolve_max_n = 1_000 if args.quick else 10_000
+    if args.max_n is not None:
+        sizes = [n for n in sizes if n <= args.max_n]
+        args.plan_sizes = [n for n in args.plan_sizes if n <= args.max_n]
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+
+    # transfer plans first, so that the first transport call pays POT's import in full
+    plans = bench_plans(args)
+    print(f"plans: {plans}", flush=True)
+
+    cp, cvxpy_note = import_cvxpy(args)
+    strategy_rows: list[dict[str, Any]] = []
+    exact_rows: list[dict[str, Any]] = []
+    cvxpy_rows: list[dict[str, Any]] = []
+    networks_s: dict[str, float] = {}
+    for n in sizes:
+        start = time.perf_counter()
+        network = make_network(n, args)
+        networks_s[str(n)] = time.perf_counter() - start
+        strategy_rows += bench_strategies(n, network, args)
+        networks = {False: network, True: scarce_network(network, args.scarce_fraction)}
+        exact = bench_exact(n, networks, args)
+        exact_rows += exact
+        if cp is not None and n <= args.cvxpy_max_n:
+            cvxpy_rows += bench_cvxpy(cp, n, networks, exact, args)
+        print(f"n={n:,}: done after {time.perf_counter() - started:.1f} s", flush=True)
+
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python "
+        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "cvxpy": None if cp is None else cp.__version__,
+        "pot": _version("pot"),
+        "osqp": _version("osqp"),
+        "clarabel": _version("clarabel"),
+        "marra": _version("marra"),
+        "git_commit": _git_commit(),
+        "sizes": sizes,
+        "plan_sizes": args.plan_sizes,
+        "cvxpy_max_n": args.cvxpy_max_n,
+        "resolve_max_n": args.resolve_max_n,
+        "scarce_fraction": args.scarce_fraction,
+        "cases": [vars(case) for case in CASES],
+        "repeats": {str(n): repeats_for(n, args) for n in sizes},
+        "cvxpy_repeats": {str(n): cvxpy_repeats_for(n, args) for n in sizes},
+        "budget_fraction": args.budget_fraction,
+        "lean_from": args.lean_from,
+        "seed": args.seed,
+        "quick": args.quick,
+        "generate_network_s": networks_s,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+        "elapsed_s": time.perf_counter() - started,
+    }
+    report = {
+        "meta": meta,
+        "strategies": strategy_rows,
+        "exact": exact_rows,
+        "cvxpy": cvxpy_rows,
+        "cvxpy_note": cvxpy_note,
+        "plan": plans,
+    }
+    print_tables(report, markdown=args.markdown)
+    if cvxpy_rows:
+        gap = max(abs(r["objective_gap_rel"]) for r in cvxpy_rows)
+        print(f"largest relative objective gap, cvxpy against marra: {gap:.1e}")
+    elif cvxpy_note:
+        print(cvxpy_note)
+    atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out} ({meta['elapsed_s']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Smoke tests of the benchmark scripts: they run end to end and write the JSON they promise.
+
+Timings are not asserted (the machine is shared); only the structure of the output is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from marra.strategies import STRATEGIES
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "strategies.py"
+CASES = ("qp", "nwo", "qp, scarce", "nwo weighted, scarce")
+
+
+def _run_strategies_benchmark(out: Path, env: dict[str, str] | None = None) -> dict:
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--max-n", "1000", "--repeats", "1"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _check_common_structure(report: dict) -> None:
+    meta = report["meta"]
+    assert meta["sizes"] == [150, 1000]
+    for key in ("cpu_count", "numpy", "scipy", "date", "command"):
+        assert key in meta
+    rows = report["strategies"]
+    # every strategy x mode at every n, plus qp/nwo under a budget in both modes
+    assert len(rows) == 2 * (2 * len(STRATEGIES) + 2 * 2)
+    assert {r["strategy"] for r in rows} == set(STRATEGIES)
+    for row in rows:
+        assert row["median_s"] > 0 and row["repeats"] == 1
+    budgeted = [r for r in rows if r["transfer_budget"] is not None]
+    assert {r["strategy"] for r in budgeted} == {"qp", "nwo"}
+    assert all(r["binding"] and r["moved"] <= r["transfer_budget"] + 1e-6 for r in budgeted)
+    exact = report["exact"]
+    assert {(r["n"], r["case"]) for r in exact} == {(n, c) for n in (150, 1000) for c in CASES}
+    assert all(r["marra_median_s"] > 0 and r["water_fill_median_s"] > 0 for r in exact)
+    # the scarce QP case puts hospitals at their minimum (the water-filling's long path)
+    assert all(r["at_minimum"] > 0.2 for r in exact if r["case"] == "qp, scarce")
+    plans = report["plan"]["rows"]
+    assert {(p["n"], p["method"]) for p in plans} == {
+        (n, m) for n in (150, 1000) for m in ("transport", "largest-first")
+    }
+    for n in (150, 1000):
+        exact, greedy = (
+            next(p for p in plans if p["n"] == n and p["method"] == m)
+            for m in ("transport", "largest-first")
+        )
+        assert exact["moved"] == greedy["moved"]
+        assert exact["distance_km"] <= greedy["distance_km"] + 1e-6
+
+
+def test_strategies_benchmark_writes_medians_and_cvxpy_ratios(tmp_path: Path) -> None:
+    pytest.importorskip("cvxpy")
+    report = _run_strategies_benchmark(tmp_path / "strategies.json")
+    _check_common_structure(report)
+    assert report["cvxpy_note"] is None
+    cvxpy_rows = report["cvxpy"]
+    assert {(r["n"], r["case"]) for r in cvxpy_rows} == {(n, c) for n in (150, 1000) for c in CASES}
+    for row in cvxpy_rows:
+        assert row["ratio_total"] == pytest.approx(row["total_median_s"] / row["marra_median_s"])
+        assert abs(row["objective_gap_rel"]) < 1e-4  # same problem, same optimum
+        assert row["solver"] and row["ratio_resolve"] is not None
+
+
+def test_strategies_benchmark_without_cvxpy_skips_the_comparison_with_a_note(
+    tmp_path: Path,
+) -> None:
+    # a stand-in package that fails to import, found before the real cvxpy
+    blocker = tmp_path / "blocker" / "cvxpy"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("cvxpy hidden by the test")\n')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(blocker.parent), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    report = _run_strategies_benchmark(tmp_path / "strategies.json", env)
+    _check_common_structure(report)
+    assert report["cvxpy"] == []
+    assert "cvxpy is not installed" in report["cvxpy_note"]
+    assert report["meta"]["cvxpy"] is None
