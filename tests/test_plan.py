@@ -22,12 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from marra.network import HospitalNetwork, generate_network
+from marra.network import HospitalNetwork, default_network, generate_network
+from marra.strategies import allocate
 from marra.strategies.transfer_plan import (
     EARTH_RADIUS_KM,
     Plan,
     _integral_flows,
     _largest_first,
+    _SimplexGaveUp,
+    _transport_simplex,
+    _tree_potentials,
     haversine_km,
     plan,
     write_plan_csv,
@@ -410,6 +414,256 @@ def test_haversine_agrees_with_the_dot_product_formula():
     assert haversine_km([51.5074, -0.1278], [48.8566, 2.3522]) == pytest.approx(343.5, abs=0.5)
 
 
+# ---------------------------------------------------------------------- numpy transport solver
+COST_KINDS = ("distinct", "ties", "equal", "distance", "same places")
+
+
+@st.composite
+def transport_problems(draw, *, min_side: int = 1, max_side: int = 15):
+    """A balanced transportation problem ``(cost, supply, demand, integral)``.
+
+    Costs: distinct random values, a few repeated values (ties), one value everywhere, haversine
+    distances between random points, or between points drawn from a pool of three places (many
+    equal distances and zeros). Supplies whole (1-9 each, so many equal partial sums: degenerate
+    bases) or fractional; the last sender or receiver absorbs the difference.
+    """
+    senders = draw(st.integers(min_side, max_side))
+    receivers = draw(st.integers(min_side, max_side))
+    kind = draw(st.sampled_from(COST_KINDS))
+    integral = draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (senders, receivers)
+    if kind == "distinct":
+        cost = rng.uniform(0.0, 1000.0, shape)
+    elif kind == "ties":
+        cost = rng.integers(0, 3, shape).astype(float) * 7.5
+    elif kind == "equal":
+        cost = np.full(shape, float(rng.integers(0, 2)) * 42.0)
+    else:
+        places = rng.uniform([-60.0, -180.0], [60.0, 180.0], size=(3, 2))
+        if kind == "distance":
+            origin = rng.uniform([-60.0, -180.0], [60.0, 180.0], size=(senders, 2))
+            destination = rng.uniform([-60.0, -180.0], [60.0, 180.0], size=(receivers, 2))
+        else:
+            origin = places[rng.integers(0, 3, senders)]
+            destination = places[rng.integers(0, 3, receivers)]
+        cost = haversine_km(origin[:, None, :], destination[None, :, :])
+    if integral:
+        supply = rng.integers(1, 10, senders).astype(float)
+        demand = rng.integers(1, 10, receivers).astype(float)
+        gap = supply.sum() - demand.sum()
+        if gap > 0:
+            demand[-1] += gap
+        else:
+            supply[-1] -= gap
+    else:
+        supply = rng.uniform(0.01, 10.0, senders)
+        demand = rng.uniform(0.01, 10.0, receivers)
+        demand *= supply.sum() / demand.sum()  # equal sums up to float rounding
+    return cost, supply, demand, integral
+
+
+def _pot_cost(cost, supply, demand) -> float:
+    ot = plan_module._import_pot()
+    return float(np.sum(ot.emd(supply, demand, cost, numItermax=10**8) * cost))
+
+
+def _linprog_cost(cost, supply, demand) -> float:
+    senders, receivers = cost.shape
+    a_eq = np.zeros((senders + receivers, senders * receivers))
+    for i in range(senders):
+        a_eq[i, i * receivers : (i + 1) * receivers] = 1.0
+    for j in range(receivers):
+        a_eq[senders + j, j::receivers] = 1.0
+    b_eq = np.concatenate([supply, demand])
+    result = linprog(cost.ravel(), A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    assert result.status == 0, result.message
+    return float(result.fun)
+
+
+def _is_forest(rows, cols, senders: int) -> bool:
+    """True when the cells (rows, cols) form no cycle in the sender-receiver graph."""
+    root = list(range(senders + int(np.max(cols, initial=-1)) + 1))
+
+    def find(node):
+        while root[node] != node:
+            root[node] = root[root[node]]
+            node = root[node]
+        return node
+
+    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+        a, b = find(i), find(senders + j)
+        if a == b:
+            return False
+        root[a] = b
+    return True
+
+
+def _check_solution(cost, supply, demand, integral, solution) -> float:
+    """Assert feasibility, vertex shape and the dual certificate; return the plan's cost."""
+    senders, receivers = cost.shape
+    rows, cols, flows = solution.rows, solution.cols, solution.flows
+    assert np.all(flows > 0)
+    assert len(flows) <= senders + receivers - 1
+    assert _is_forest(rows, cols, senders)
+    out = np.bincount(rows, weights=flows, minlength=senders)
+    into = np.bincount(cols, weights=flows, minlength=receivers)
+    if integral:
+        assert np.array_equal(flows, np.round(flows))
+        assert np.array_equal(out, supply) and np.array_equal(into, demand)
+    else:
+        total = float(supply.sum())
+        np.testing.assert_allclose(out, supply, rtol=0, atol=1e-12 * total)
+        np.testing.assert_allclose(into, demand, rtol=0, atol=1e-12 * total)
+    # dual certificate: reduced costs >= 0 everywhere and = 0 where staff flow
+    scale = max(1.0, float(cost.max()))
+    reduced = cost - solution.sender_potential[:, None] - solution.receiver_potential[None, :]
+    assert reduced.min() >= -1e-9 * scale
+    assert np.abs(reduced[rows, cols]).max(initial=0.0) <= 1e-9 * scale
+    return float(np.dot(cost[rows, cols], flows))
+
+
+@settings(deadline=None, max_examples=250)
+@given(transport_problems())
+def test_numpy_solver_matches_pot_and_linprog_on_small_problems(problem):
+    cost, supply, demand, integral = problem
+    solution = _transport_simplex(cost, supply, demand)
+    found = _check_solution(cost, supply, demand, integral, solution)
+    scale = max(1.0, float(cost.max()))
+    for reference in (_pot_cost(cost, supply, demand), _linprog_cost(cost, supply, demand)):
+        assert found == pytest.approx(reference, rel=1e-9, abs=1e-9 * scale)
+
+
+@settings(deadline=None, max_examples=25)
+@given(transport_problems(min_side=20, max_side=120))
+def test_numpy_solver_matches_pot_on_medium_problems(problem):
+    cost, supply, demand, integral = problem
+    solution = _transport_simplex(cost, supply, demand)
+    found = _check_solution(cost, supply, demand, integral, solution)
+    reference = _pot_cost(cost, supply, demand)
+    assert found == pytest.approx(reference, rel=1e-9, abs=1e-9 * max(1.0, float(cost.max())))
+
+
+@pytest.mark.parametrize(
+    ("cost", "supply", "demand", "flows"),
+    [
+        # one sender: it serves every receiver
+        ([[3.0, 1.0, 2.0]], [6.0], [1.0, 2.0, 3.0], [[1.0, 2.0, 3.0]]),
+        # one receiver: every sender serves it
+        ([[3.0], [1.0]], [2.0, 5.0], [7.0], [[2.0], [5.0]]),
+        # one of each
+        ([[9.0]], [4.0], [4.0], [[4.0]]),
+        # the cheap diagonal is best
+        ([[1.0, 5.0], [5.0, 1.0]], [3.0, 2.0], [3.0, 2.0], [[3.0, 0.0], [0.0, 2.0]]),
+        # fully degenerate: equal halves, the cheap anti-diagonal wins
+        ([[4.0, 0.0], [0.0, 4.0]], [2.0, 2.0], [2.0, 2.0], [[0.0, 2.0], [2.0, 0.0]]),
+        # fractional
+        ([[1.0, 2.0], [2.0, 1.0]], [0.5, 0.25], [0.25, 0.5], [[0.25, 0.25], [0.0, 0.25]]),
+    ],
+)
+def test_numpy_solver_finds_the_hand_worked_optimum(cost, supply, demand, flows):
+    cost, supply, demand = (np.array(x, dtype=float) for x in (cost, supply, demand))
+    solution = _transport_simplex(cost, supply, demand)
+    dense = np.zeros_like(cost)
+    dense[solution.rows, solution.cols] = solution.flows
+    np.testing.assert_array_equal(dense, np.array(flows))
+
+
+def test_numpy_solver_with_equal_costs_keeps_the_least_cost_start():
+    # every plan is optimal; the solver must still return a feasible vertex
+    cost = np.full((6, 5), 3.0)
+    supply = np.array([5.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    demand = np.array([2.0, 2.0, 2.0, 2.0, 2.0])
+    solution = _transport_simplex(cost, supply, demand)
+    assert _check_solution(cost, supply, demand, True, solution) == 30.0
+    assert solution.pivots == 0  # the least-cost start is already optimal
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.integers(1, 60), st.integers(0, 2**32 - 1))
+def test_tree_potentials_sum_the_steps_to_the_root(size, seed):
+    rng = np.random.default_rng(seed)
+    parent = [0] + [int(rng.integers(0, node)) for node in range(1, size)]  # any rooted tree
+    step = [0.0] + rng.normal(size=size - 1).tolist()
+    expected = [0.0] * size
+    for node in range(1, size):  # parents come first, so one pass suffices
+        expected[node] = expected[parent[node]] + step[node]
+    np.testing.assert_allclose(_tree_potentials(parent, step), expected, rtol=0, atol=1e-12)
+
+
+def test_default_network_is_planned_by_numpy_in_milliseconds():
+    network = default_network()
+    allocation = allocate(network, "qp")
+    # POT must not be touched: the numpy solver handles this size
+    with mock.patch.object(plan_module, "_emd", side_effect=AssertionError("POT was used")):
+        result = plan(network, allocation)
+        elapsed = min(_timed(plan, network, allocation) for _ in range(3))
+    assert result.method == "transport"
+    assert np.array_equal(result.apply(network.current), allocation)
+    pot = _pot_cost(*_plan_problem(network, allocation))
+    assert result.total_distance_km == pytest.approx(pot, rel=1e-9)
+    # about 4 ms on a loaded 2-core machine; the bound leaves room for load spikes
+    assert elapsed < 0.05, f"default network plan took {elapsed * 1e3:.1f} ms"
+
+
+def test_large_dense_plans_go_to_pot_and_a_stalled_simplex_falls_back_to_it():
+    network = generate_network(40, seed=5)
+    allocation = _rounded_targets(network)
+    exact = plan(network, allocation).total_distance_km
+    calls = []
+    real_emd = plan_module._emd
+
+    def counting_emd(*args):
+        calls.append(1)
+        return real_emd(*args)
+
+    with mock.patch.object(plan_module, "_emd", counting_emd):
+        with mock.patch.object(plan_module, "_NUMPY_TRANSPORT_CELLS", 1):
+            above = plan(network, allocation)
+        assert len(calls) == 1
+        gave_up = _SimplexGaveUp("test")
+        with mock.patch.object(plan_module, "_transport_simplex", side_effect=gave_up):
+            fallback = plan(network, allocation)
+        assert len(calls) == 2
+    for result in (above, fallback):
+        assert result.method == "transport"
+        assert np.array_equal(result.apply(network.current), allocation)
+        assert result.total_distance_km == pytest.approx(exact, rel=1e-9)
+
+
+def test_planning_the_default_network_imports_neither_pot_nor_scipy_solvers():
+    code = (
+        "import sys\n"
+        "from marra.network import default_network\n"
+        "from marra.strategies import allocate, plan\n"
+        "network = default_network()\n"
+        "result = plan(network, allocate(network, 'qp'))\n"
+        "assert result.method == 'transport' and len(result) > 0, result\n"
+        "heavy = ('ot', 'scipy.optimize', 'scipy.stats', 'pandas', 'torch')\n"
+        "loaded = [name for name in heavy if name in sys.modules]\n"
+        "assert not loaded, f'imported {loaded}'\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
+def _timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def _plan_problem(network: HospitalNetwork, allocation: np.ndarray):
+    """The (cost, supply, demand) transport problem that ``plan`` solves."""
+    change = allocation - network.current
+    senders, receivers = np.flatnonzero(change < 0), np.flatnonzero(change > 0)
+    coords = network.coords
+    cost = haversine_km(coords[senders][:, None, :], coords[receivers][None, :, :])
+    return cost, -change[senders], change[receivers]
+
+
 # ---------------------------------------------------------------------- methods and scale
 def _rounded_targets(network: HospitalNetwork) -> np.ndarray:
     """Targets scaled to the current total and rounded by largest remainder (whole staff)."""
@@ -433,16 +687,21 @@ def test_auto_switches_to_sparse_transport_above_the_cell_limit():
     assert exact.total_distance_km <= result.total_distance_km * (1 + 1e-12)
 
 
-def test_plan_for_a_thousand_hospitals_is_fast():
+def test_plan_for_a_thousand_hospitals_is_fast_and_matches_pot():
     network = generate_network(1000, seed=7)
     allocation = _rounded_targets(network)
-    plan(_network([1, 0], coords=[[0, 0], [0, 1]]), [0, 1])  # POT imported once, outside timing
+    change = allocation - network.current
+    cells = int(np.sum(change < 0)) * int(np.sum(change > 0))
+    assert cells <= plan_module._NUMPY_TRANSPORT_CELLS  # so the numpy solver is timed
     start = time.perf_counter()
     result = plan(network, allocation)
     elapsed = time.perf_counter() - start
     assert result.method == "transport"
     assert np.array_equal(result.apply(network.current), allocation)
     assert elapsed < 2.0, f"n=1000 plan took {elapsed:.2f} s"
+    with mock.patch.object(plan_module, "_NUMPY_TRANSPORT_CELLS", 0):  # through POT instead
+        pot = plan(network, allocation)
+    assert result.total_distance_km == pytest.approx(pot.total_distance_km, rel=1e-9)
     start = time.perf_counter()
     greedy = plan(network, allocation, method="largest-first")
     assert time.perf_counter() - start < 1.0

@@ -13,10 +13,13 @@ changes ``d = y - current`` into transfers ``(sender, receiver, count)``:
       subject to sum_j x_ij = s_i (every sender), sum_i x_ij = r_j (every receiver), x >= 0,
 
   where ``D_ij`` is the great-circle (haversine) distance in km between sender i and receiver j
-  (:func:`haversine_km`). It is solved exactly by the network simplex of POT (``ot.emd``) on the
-  dense ``(senders, receivers)`` cost matrix. On whole staff the optimum found is a vertex of the
-  transport polytope and therefore integral; the flows are still snapped to whole numbers and
-  repaired so every row and column sum is exact (:func:`_integral_flows`).
+  (:func:`haversine_km`). It is solved exactly on the dense ``(senders, receivers)`` cost matrix:
+  up to :data:`_NUMPY_TRANSPORT_CELLS` (250,000) sender x receiver pairs by marra's own
+  transportation simplex in numpy (:func:`_transport_simplex`; no POT import, which costs about
+  0.85 s of start-up), above that by the network simplex of POT (``ot.emd``), 3-4x faster once
+  imported. Both return an optimal vertex of the transport polytope, integral on whole staff;
+  the flows are still snapped to whole numbers and repaired so every row and column sum is exact
+  (:func:`_integral_flows`).
 - Without coordinates, a deterministic **largest-first** matching: repeatedly match the largest
   remaining sender with the largest remaining receiver (ties to the lower hospital index) and move
   the smaller of the two amounts; at most ``senders + receivers - 1`` transfers, O(n log n).
@@ -26,6 +29,7 @@ Methods (``method=``):
 ``"transport"``
     exact minimum distance; needs coordinates and at most :data:`MAX_TRANSPORT_CELLS`
     (4,000,000) sender x receiver pairs (about 1 s and 32 MB for 2,000 x 2,000 on one core).
+    The 150-hospital default network (about 71 x 75) takes about 3.5 ms in numpy.
 ``"sparse-transport"``
     for bigger plans: the same transport problem restricted to the edges from each sender to its
     :data:`SPARSE_NEIGHBOURS` (32) nearest receivers, from each receiver to its 32 nearest senders
@@ -45,11 +49,12 @@ reproduces the allocation exactly; in continuous mode net changes within ``1e-12
 staff figure count as zero (float noise, not a transfer), and the plan reproduces the allocation
 to about that accuracy.
 
-POT imports every array backend it finds (PyTorch among them, seconds of start-up) when ``ot`` is
-first imported. marra's lower layers must not import torch, so POT is imported lazily, on the
-first transport plan, with its PyTorch, JAX, TensorFlow and CuPy backends switched off by their
-documented environment variables (restored right after; if ``ot`` was already imported it is used
-as it is).
+POT imports every array backend it finds (PyTorch among them, seconds of start-up) and scipy.stats
+when ``ot`` is first imported. marra's lower layers must not import torch, so POT is imported
+lazily, only for a plan above :data:`_NUMPY_TRANSPORT_CELLS` pairs or a ``"sparse-transport"``
+plan, with its PyTorch, JAX, TensorFlow and CuPy backends switched off by their documented
+environment variables (restored right after; if ``ot`` was already imported it is used as it
+is). Planning with the numpy solver imports neither POT nor ``scipy.optimize``/``scipy.stats``.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -103,6 +108,20 @@ _TOTAL_REL = 1e-9
 
 #: Network-simplex pivot limit; the cell limit bounds the work long before this is reached.
 _EMD_MAX_ITER = 100_000_000
+
+#: Largest number of sender x receiver pairs solved by marra's numpy transportation simplex;
+#: bigger dense problems go to POT. Measured (docs/performance.md, "Transfer plan solver"): once
+#: imported, POT's compiled network simplex is 3-4x faster at every size (6.6x at 1,000,000
+#: pairs), but importing it costs about 0.85 s; at this limit (about 500 x 500, 1,000 hospitals)
+#: a whole numpy plan takes about 0.12 s, so a one-off plan is far faster without POT, and
+#: above it a second plan in the same process would already repay the import.
+_NUMPY_TRANSPORT_CELLS = 250_000
+
+#: Relative tolerance (to the largest cost) below which a negative reduced cost counts as zero.
+_SIMPLEX_COST_REL = 1e-12
+
+#: Stale candidates (reduced cost no longer negative) in a row before the simplex prices again.
+_SIMPLEX_STALE_RUN = 32
 
 _POT_BACKEND_SWITCHES = (
     "POT_BACKEND_DISABLE_PYTORCH",
@@ -198,7 +217,12 @@ class Plan:
                 raise ValueError(
                     f"{field}: has {arrays[field].shape[0]} values but senders has {k}"
                 )
-        both = np.intersect1d(arrays["senders"], arrays["receivers"])
+        # (a mask, not np.intersect1d: np.unique imports numpy.ma, 13 ms of CLI start-up)
+        sends = np.zeros(n, dtype=bool)
+        sends[arrays["senders"]] = True
+        receives = np.zeros(n, dtype=bool)
+        receives[arrays["receivers"]] = True
+        both = np.flatnonzero(sends & receives)
         if both.size:
             raise ValueError(
                 f"receivers: hospital {names[both[0]]!r} both sends and receives; a plan moves "
@@ -551,11 +575,340 @@ def _dense_transport(
     origin: np.ndarray, destination: np.ndarray, supply: np.ndarray, demand: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact minimum-distance transport between senders at ``origin`` (shape ``(s, 2)``) and
-    receivers at ``destination`` (shape ``(r, 2)``); returns the nonzero ``(rows, cols, flows)``."""
+    receivers at ``destination`` (shape ``(r, 2)``); returns the nonzero ``(rows, cols, flows)``.
+
+    Up to :data:`_NUMPY_TRANSPORT_CELLS` pairs by :func:`_transport_simplex` (numpy only), above
+    that, or should the simplex give up (never seen), by POT's ``ot.emd``.
+    """
     cost = haversine_km(origin[:, None, :], destination[None, :, :])  # (s, r)
+    if cost.size <= _NUMPY_TRANSPORT_CELLS:
+        try:
+            solution = _transport_simplex(cost, supply, demand)
+        except _SimplexGaveUp:
+            pass
+        else:
+            return solution.rows, solution.cols, solution.flows
     flows = np.asarray(_emd(supply, demand, cost))
     rows, cols = np.nonzero(flows > 0)
     return rows.astype(np.int64), cols.astype(np.int64), flows[rows, cols]
+
+
+# ---------------------------------------------------------------------- numpy transport solver
+class _SimplexGaveUp(RuntimeError):
+    """The numpy transportation simplex stopped early (pivot limit or a broken start basis)."""
+
+
+class _TransportSolution(NamedTuple):
+    """An optimal transport plan with the dual potentials that prove it optimal.
+
+    ``rows``, ``cols``, ``flows`` (shape ``(k,)`` each, ``k <= s + r - 1``) are the cells with
+    positive flow. ``sender_potential`` ``u`` (shape ``(s,)``) and ``receiver_potential`` ``v``
+    (shape ``(r,)``) satisfy ``cost[i, j] - u[i] - v[j] >= -tol`` on every cell and ``= 0`` (to
+    rounding) on every cell with flow, ``tol = _SIMPLEX_COST_REL * max(cost)``: by LP duality the
+    plan's cost exceeds the optimum by at most ``tol * sum(supply)``. ``pivots`` counts the
+    simplex pivots (0 for the one-sender and one-receiver shortcuts).
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    flows: np.ndarray
+    sender_potential: np.ndarray
+    receiver_potential: np.ndarray
+    pivots: int
+
+
+def _transport_simplex(
+    cost: np.ndarray, supply: np.ndarray, demand: np.ndarray
+) -> _TransportSolution:
+    """Solve the balanced transportation problem exactly with numpy: the transportation simplex.
+
+    ``minimise sum_ij cost_ij x_ij`` s.t. ``sum_j x_ij = supply_i``, ``sum_i x_ij = demand_j``,
+    ``x >= 0``, for ``cost`` of shape ``(s, r)``, ``supply > 0`` of shape ``(s,)`` and
+    ``demand > 0`` of shape ``(r,)`` with equal sums (up to float rounding when fractional).
+    Written for marra from the textbook method (the transportation simplex with Orden's 1956
+    perturbation against degeneracy); no code taken from elsewhere.
+
+    Algorithm (the "MODI" or u-v method):
+
+    - A **basis** is a spanning tree of ``s + r - 1`` cells of the bipartite sender-receiver
+      graph; its flows are fixed by the supplies and demands. Start: the **least-cost** (matrix
+      minimum) rule, which fills the cheapest cells first (cells sorted in chunks with
+      ``np.argpartition``).
+    - **Potentials** ``u_i``, ``v_j`` with ``u_i + v_j = cost_ij`` on every tree cell (``u`` of
+      the root sender is 0). The tree stores, per node, the difference to its parent
+      (``phi = u`` for senders, ``-v`` for receivers), so a pivot touches only the nodes of its
+      cycle; the absolute potentials are rebuilt at each pricing by pointer jumping (``log2`` of
+      the tree depth vectorised passes over the ``s + r`` nodes).
+    - **Pricing**: reduced costs ``d_ij = cost_ij - u_i - v_j`` for all ``s x r`` cells in one
+      vectorised pass. If none is below ``-tol`` the basis is optimal. Otherwise the most
+      negative cell of each sender row is a candidate; candidates are taken most negative first,
+      each re-checked exactly (its ``d_ij`` is summed along the tree) before it enters, and the
+      simplex prices again after :data:`_SIMPLEX_STALE_RUN` stale candidates in a row.
+    - **Pivot**: the entering cell closes one cycle with the tree; flow ``theta`` moves around it
+      (``+`` on the entering cell, alternating ``-``/``+``), ``theta`` the smallest flow on a
+      ``-`` cell, which leaves the basis; the cut-off subtree is re-hung from the entering cell.
+      Cost: O(cycle length) Python steps.
+
+    Why it is exact: it stops only when no reduced cost is below ``-tol`` (``tol = 1e-12`` of the
+    largest cost, rounding of the potentials); then ``u, v`` are dual feasible to ``tol``, the
+    tree flows are primal feasible and complementary (``d_ij = 0`` on tree cells), so by LP
+    duality the plan costs at most ``tol * sum(supply)`` more than the optimum (1e-12 of the
+    largest cost per unit moved: the same optimum as ``ot.emd`` or an LP solver, which the tests
+    check to 1e-9 relative). The result is a vertex (a forest of at most ``s + r - 1``
+    cells), and **integral** when supplies and demands are: transportation bases are totally
+    unimodular, and flows only ever change by whole amounts, exactly in float64.
+
+    Degeneracy: whole staff make many ties (a pivot with ``theta = 0``), and degenerate pivots
+    can cycle. Orden's perturbation ``supply_i + eps``, ``demand_last + s * eps`` makes every
+    basis non-degenerate; flows are kept as (value, eps-count) pairs compared lexicographically,
+    so the leaving cell is unique, every pivot lowers the perturbed cost, no basis repeats and
+    the method terminates. The eps parts are dropped at the end. Fractional supplies work the
+    same way (float rounding of about 1e-16 relative in the flows).
+
+    Complexity and speed: the pivots measured are about 1.5-3 x ``(s + r)``; each pricing costs
+    O(s r) vectorised, each pivot O(cycle) Python. Whole plans measured on a shared 2-core
+    machine (docs/performance.md): 72 x 74 (the default network) 3.4 ms, 142 x 150 11.5 ms,
+    296 x 290 34 ms, 464 x 512 0.115 s; 3-4x POT's compiled ``ot.emd`` once POT is imported (1.1,
+    2.9, 12, 34 ms), but importing POT costs about 0.85 s, hence
+    :data:`_NUMPY_TRANSPORT_CELLS`.
+
+    Raises:
+        _SimplexGaveUp: after ``50 (s + r) + 1000`` pivots (a safety net, never reached in
+            tests) or if float rounding broke the start basis; the caller then uses POT.
+    """
+    cost = np.ascontiguousarray(cost, dtype=np.float64)
+    supply = np.asarray(supply, dtype=np.float64)
+    demand = np.asarray(demand, dtype=np.float64)
+    s, r = cost.shape
+    if s == 1 or r == 1:  # a star: the flows are the marginals of the other side
+        if s == 1:
+            rows, cols, flows = np.zeros(r, np.int64), np.arange(r, dtype=np.int64), demand.copy()
+            u, v = np.zeros(1), cost[0].copy()
+        else:
+            rows, cols, flows = np.arange(s, dtype=np.int64), np.zeros(s, np.int64), supply.copy()
+            u, v = cost[:, 0].copy(), np.zeros(1)
+        return _TransportSolution(rows, cols, flows, u, v, 0)
+
+    n_nodes = s + r  # senders are nodes 0..s-1, receivers s..s+r-1; node 0 is the root
+    # Orden's perturbation: amounts are (value, eps-count) pairs
+    supply_eps = [1] * s
+    demand_eps = [0] * r
+    demand_eps[r - 1] = s
+    basis = _least_cost_basis(cost, supply.tolist(), supply_eps, demand.tolist(), demand_eps)
+    if len(basis) != n_nodes - 1:
+        raise _SimplexGaveUp("least-cost start did not give a spanning tree")
+
+    neighbours: list[list[tuple[int, float, int, float]]] = [[] for _ in range(n_nodes)]
+    for i, j, value, eps in basis:
+        c = float(cost[i, j])
+        neighbours[i].append((s + j, value, eps, c))
+        neighbours[s + j].append((i, value, eps, c))
+    parent = [0] * n_nodes  # the root is its own parent
+    step = [0.0] * n_nodes  # phi[node] - phi[parent]: +cost for a sender, -cost for a receiver
+    flow = [0.0] * n_nodes  # flow on the arc between node and parent (value part)
+    flow_eps = [0] * n_nodes  # its eps part
+    reached = [False] * n_nodes
+    reached[0] = True
+    stack = [0]
+    while stack:
+        node = stack.pop()
+        for other, value, eps, c in neighbours[node]:
+            if not reached[other]:
+                reached[other] = True
+                parent[other] = node
+                flow[other] = value
+                flow_eps[other] = eps
+                step[other] = c if other < s else -c
+                stack.append(other)
+    if not all(reached):
+        raise _SimplexGaveUp("least-cost start did not give a spanning tree")
+
+    largest = float(cost.max())
+    tol = _SIMPLEX_COST_REL * largest if largest > 0 else 0.0
+    max_pivots = 50 * n_nodes + 1000
+    mark_send = [0] * n_nodes  # visit stamps of the two upward walks that find the cycle
+    mark_take = [0] * n_nodes
+    stamp = pivots = 0
+    sender_rows = np.arange(s)
+    shifted = np.empty((s, r))
+    while True:
+        phi = _tree_potentials(parent, step)
+        # d_ij = cost_ij - u_i - v_j with u = phi[:s], v = -phi[s:]; u_i is constant along
+        # row i, so the row minima come from cost + phi[s:] alone (one pass fewer)
+        np.add(cost, phi[s:], out=shifted)
+        best_col = shifted.argmin(axis=1)
+        best = shifted[sender_rows, best_col] - phi[:s]
+        candidates = np.flatnonzero(best < -tol)
+        if candidates.size == 0:
+            break
+        candidates = candidates[np.argsort(best[candidates], kind="stable")]
+        stale = 0
+        pivoted = False
+        for sender, receiver in zip(
+            candidates.tolist(), best_col[candidates].tolist(), strict=True
+        ):
+            if stale >= _SIMPLEX_STALE_RUN:
+                break
+            # the cycle: walk up from both ends, alternately, until one meets the other's marks
+            stamp += 1
+            x, y = sender, s + receiver
+            mark_send[x] = stamp
+            mark_take[y] = stamp
+            up_send = [x]  # nodes below the apex on the sender's side (their parent arcs)
+            up_take = [y]  # ... and on the receiver's side
+            while True:
+                if x:
+                    x = parent[x]
+                    if mark_take[x] == stamp:
+                        del up_take[up_take.index(x) :]
+                        break
+                    mark_send[x] = stamp
+                    up_send.append(x)
+                if y:
+                    y = parent[y]
+                    if mark_send[y] == stamp:
+                        del up_send[up_send.index(y) :]
+                        break
+                    mark_take[y] = stamp
+                    up_take.append(y)
+            entering_cost = float(cost[sender, receiver])
+            # d = cost - (phi[sender] - phi[receiver]), phi differences summed along the cycle
+            d = entering_cost
+            for node in up_send:
+                d -= step[node]
+            for node in up_take:
+                d += step[node]
+            if d >= -tol:
+                stale += 1
+                continue
+            stale = 0
+            pivoted = True
+            pivots += 1
+            if pivots > max_pivots:
+                raise _SimplexGaveUp(f"no optimum after {max_pivots} pivots")
+            # "-" cells: receivers on the receiver's side, senders on the sender's side;
+            # the lexicographically smallest flow leaves (unique under the perturbation)
+            leaving = -1
+            theta, theta_eps = 0.0, 0
+            for node in up_take:
+                if node >= s and (leaving < 0 or (flow[node], flow_eps[node]) < (theta, theta_eps)):
+                    leaving, theta, theta_eps = node, flow[node], flow_eps[node]
+            for node in up_send:
+                if node < s and (leaving < 0 or (flow[node], flow_eps[node]) < (theta, theta_eps)):
+                    leaving, theta, theta_eps = node, flow[node], flow_eps[node]
+            for node in up_take:
+                if node >= s:
+                    flow[node] -= theta
+                    flow_eps[node] -= theta_eps
+                else:
+                    flow[node] += theta
+                    flow_eps[node] += theta_eps
+            for node in up_send:
+                if node < s:
+                    flow[node] -= theta
+                    flow_eps[node] -= theta_eps
+                else:
+                    flow[node] += theta
+                    flow_eps[node] += theta_eps
+            # re-hang the cut-off side from the entering cell, reversing the path to `leaving`
+            if leaving < s:  # on the sender's side
+                node, new_parent, arc_step = sender, s + receiver, entering_cost
+            else:
+                node, new_parent, arc_step = s + receiver, sender, -entering_cost
+            arc_flow, arc_eps = theta, theta_eps
+            while True:
+                old_parent = parent[node]
+                old_flow, old_eps, old_step = flow[node], flow_eps[node], step[node]
+                parent[node] = new_parent
+                flow[node], flow_eps[node], step[node] = arc_flow, arc_eps, arc_step
+                if node == leaving:
+                    break
+                arc_flow, arc_eps, arc_step = old_flow, old_eps, -old_step
+                new_parent, node = node, old_parent
+        if not pivoted:  # every candidate was stale by the exact check: optimal to rounding
+            break
+
+    parents = np.array(parent, dtype=np.int64)
+    values = np.array(flow)
+    node_ids = np.arange(n_nodes)
+    keep = (node_ids > 0) & (values > 0)
+    is_sender = node_ids < s
+    rows = np.where(is_sender, node_ids, parents)[keep]
+    cols = np.where(is_sender, parents - s, node_ids - s)[keep]
+    return _TransportSolution(rows, cols, values[keep], phi[:s].copy(), -phi[s:], pivots)
+
+
+def _least_cost_basis(
+    cost: np.ndarray,
+    supply: list[float],
+    supply_eps: list[int],
+    demand: list[float],
+    demand_eps: list[int],
+) -> list[tuple[int, int, float, int]]:
+    """The least-cost (matrix minimum) starting basis of :func:`_transport_simplex`.
+
+    Visits cells cheapest first (ties by position) and gives each cell whose sender and receiver
+    are both still open the smaller of their remaining amounts, closing the one that runs out.
+    Amounts are (value, eps-count) pairs under Orden's perturbation, so exactly one line closes
+    per cell until the last, and the ``s + r - 1`` cells form a spanning tree. Cells are sorted
+    lazily: the ``4 (open lines)`` cheapest open cells by ``np.argpartition``, then again on the
+    open submatrix, so a sort of all ``s r`` cells is rarely needed. Mutates the amount lists;
+    returns ``(sender, receiver, value, eps)`` per basic cell.
+    """
+    s, r = cost.shape
+    open_rows = [True] * s
+    open_cols = [True] * r
+    rows, cols = np.arange(s), np.arange(r)
+    sub = cost
+    basis: list[tuple[int, int, float, int]] = []
+    left = s + r - 1
+    while left and rows.size and cols.size:
+        flat = sub.ravel()
+        want = 4 * (rows.size + cols.size)
+        if want < flat.size:
+            order = np.argpartition(flat, want - 1)[:want]
+            order = order[np.argsort(flat[order], kind="stable")]
+        else:
+            order = np.argsort(flat, kind="stable")
+        width = cols.size
+        for i, j in zip(rows[order // width].tolist(), cols[order % width].tolist(), strict=True):
+            if not (open_rows[i] and open_cols[j]):
+                continue
+            if (supply[i], supply_eps[i]) <= (demand[j], demand_eps[j]):
+                value, eps = supply[i], supply_eps[i]
+                open_rows[i] = False
+            else:
+                value, eps = demand[j], demand_eps[j]
+                open_cols[j] = False
+            supply[i] -= value
+            supply_eps[i] -= eps
+            demand[j] -= value
+            demand_eps[j] -= eps
+            basis.append((i, j, value, eps))
+            left -= 1
+            if not left:
+                break
+        if left:
+            rows, cols = np.flatnonzero(open_rows), np.flatnonzero(open_cols)
+            sub = cost[np.ix_(rows, cols)]
+    return basis
+
+
+def _tree_potentials(parent: list[int], step: list[float]) -> np.ndarray:
+    """Node potentials from a rooted tree given as parent pointers and parent differences.
+
+    ``phi[node] = step[node] + phi[parent[node]]``, ``phi[0] = step[0] = 0`` at the root (its own
+    parent). Pointer jumping: keep ``phi[x]`` = the sum of ``step`` from ``x`` up to (not
+    including) ``jump[x]``; each pass adds ``phi[jump[x]]`` and sets ``jump[x] = jump[jump[x]]``,
+    doubling the covered path, so ``ceil(log2(depth))`` vectorised passes suffice.
+    Shape ``(len(parent),)``.
+    """
+    jump = np.array(parent, dtype=np.int64)
+    phi = np.array(step, dtype=np.float64)
+    while jump.any():
+        phi += phi[jump]
+        jump = jump[jump]
+    return phi
 
 
 def _sparse_transport(
