@@ -176,6 +176,10 @@ def test_resume_refuses_a_different_config_and_a_fresh_run_refuses_to_overwrite(
         train(SMALL, SMALL_ENV, out_dir=tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(SMALL, SMALL_ENV, out_dir=tmp_path / "empty", resume=True, progress=False)
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="checkpoint.pt.*truncated or corrupt"):
+        train(SMALL, SMALL_ENV, out_dir=tmp_path, resume=True, progress=False)
 
 
 def test_train_writes_log_policy_and_notes(tmp_path):

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from marra.envs.hospital import HospitalEnv
+from marra.metrics import gini
 from marra.network import atomic_write_text
 
 from .checkpoint import (
@@ -190,18 +192,14 @@ def collect_rollout(
             metrics[key] = (sums[key] / horizon).mean().item()  # mean per step
     current = getattr(env, "current", None)
     if isinstance(current, torch.Tensor):
-        metrics["gini"] = _gini(current).mean().item()
+        metrics["gini"] = _mean_gini(current)
     return Rollout(obs_buf, actions, log_probs, values, rewards, dones, last_value, metrics)
 
 
-def _gini(staff: torch.Tensor) -> torch.Tensor:
-    """Gini index of each copy's allocation, ``(num_envs, n) -> (num_envs,)``:
-    G = (n + 1 - 2 sum_i (sum_{j<=i} y_(j)) / sum_j y_j) / n over ascending y  # paper 000 Eq. (9)
-    """
-    ordered = torch.sort(staff.to(torch.float64), dim=-1).values
-    n = ordered.shape[-1]
-    total = ordered.sum(-1).clamp(min=1e-12)
-    return (n + 1 - 2 * (ordered.cumsum(-1) / total.unsqueeze(-1)).sum(-1)) / n
+def _mean_gini(staff: torch.Tensor) -> float:
+    """Mean over copies of the Gini index (paper 000 Eq. 9, :func:`marra.metrics.gini`) of
+    each copy's allocation ``(num_envs, n)``; once per iteration, outside the hot path."""
+    return float(np.mean([gini(row) for row in staff.detach().cpu().double().numpy()]))
 
 
 # --------------------------------------------------------------------------- the update
@@ -336,12 +334,6 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-def _hospital_env(**kwargs: Any) -> Any:
-    from marra.envs.hospital import HospitalEnv  # envs sits above rl's imports only at run time
-
-    return HospitalEnv(**kwargs)
-
-
 def _env_arguments(config: PPOConfig, env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     kwargs = dict(env_kwargs or {})
     for key, value in (("num_envs", config.num_envs), ("device", config.device)):
@@ -458,7 +450,8 @@ def train(
         out_dir: the run folder.
         resume: continue the run whose checkpoint is in ``out_dir`` (same config and environment
             required); the final parameters equal those of an uninterrupted run.
-        overwrite: start afresh even if ``out_dir`` holds a checkpoint of another run.
+        overwrite: start afresh even if ``out_dir`` holds a run (its checkpoint and policy
+            are deleted first).
         progress: show a live ``rich`` progress bar (steps/s, current MAE).
         log_fn: called with each iteration's log row (a dict of floats).
         make_env: environment factory ``make_env(**env_kwargs)``, for other environments with the
@@ -478,9 +471,12 @@ def train(
             f"out_dir: {str(out_dir)!r} already holds a run ({CHECKPOINT_NAME}); pass resume=True "
             "to continue it or overwrite=True to start afresh"
         )
+    if overwrite and not resume:  # never leave another run's files next to this one's
+        checkpoint_path.unlink(missing_ok=True)
+        policy_path.unlink(missing_ok=True)
     env_kwargs = _env_arguments(config, env_kwargs)
     env_settings = describe_settings(env_kwargs)
-    env = (make_env or _hospital_env)(**env_kwargs)
+    env = (make_env or HospitalEnv)(**env_kwargs)
     steps_per_iteration = int(env.horizon) * config.num_envs
     num_iterations = max(1, config.total_steps // steps_per_iteration)
 
@@ -710,5 +706,5 @@ def evaluate_policy(
             result[key] = value.to(torch.float64).mean().item()
     current = getattr(env, "current", None)
     if isinstance(current, torch.Tensor):
-        result["gini"] = _gini(current).mean().item()
+        result["gini"] = _mean_gini(current)
     return result
