@@ -95,3 +95,55 @@ def test_strategies_benchmark_without_cvxpy_skips_the_comparison_with_a_note(
     assert report["cvxpy"] == []
     assert "cvxpy is not installed" in report["cvxpy_note"]
     assert report["meta"]["cvxpy"] is None
+
+
+TRAINING_SCRIPT = ROOT / "benchmarks" / "training.py"
+
+
+def test_training_benchmark_compares_both_learners_on_the_same_evaluation_set(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("stable_baselines3")
+    out = tmp_path / "training.json"
+    completed = subprocess.run(
+        [sys.executable, str(TRAINING_SCRIPT), "--quick", "--cap-seconds", "1"]
+        + ["--throughput-steps", "800", "--sb3-n-steps", "32", "--eval-every", "800"]
+        + ["--eval-episodes", "4", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("cpu_count", "date", "command", "load_average_before", "load_average_after"):
+        assert key in report["meta"]
+    evaluation = report["evaluation"]
+    refs = evaluation["references"]
+    # hold through the environment equals ClassicalMethod("hold"): same draws, same MAE
+    assert refs["same_draws_check"] is True
+    assert len(refs["qp_per_episode"]) == 4
+    assert refs["qp"] < refs["hold"]
+    assert evaluation["target_mae"] == pytest.approx(1.1 * refs["qp"])
+    for side in ("marra", "sb3"):
+        throughput = report[side]["throughput"]
+        assert throughput["env_steps"] > 0 and throughput["env_steps_per_s"] > 0
+        assert throughput["rollout_s"] + throughput["update_s"] <= throughput["seconds"] + 1e-6
+        ttq = report[side]["time_to_quality"]
+        assert ttq["curve"] and ttq["stopped_by"] in ("target", "cap", "total_steps")
+        assert ttq["best_mae"] == min(point["mae"] for point in ttq["curve"])
+        assert ttq["reached"] == (ttq["best_mae"] <= evaluation["target_mae"])
+        assert report[side]["parameters"]["total"] > 0
+    assert report["sb3"]["settings"]["n_steps"] == 32
+    # marra's policy scored one episode at a time through PolicyMethod agrees with the batch
+    assert report["marra"]["time_to_quality"]["crosscheck"]["agree"] is True
+    ratio = report["ratios"]["throughput_marra_over_sb3"]
+    assert ratio == pytest.approx(
+        report["marra"]["throughput"]["env_steps_per_s"]
+        / report["sb3"]["throughput"]["env_steps_per_s"]
+    )
+    assert set(report["aims"]) == {
+        "throughput_not_below_sb3",
+        "marra_reached_target_within_cap",
+        "time_to_quality_at_least_10x",
+    }

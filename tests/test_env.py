@@ -136,6 +136,39 @@ def test_reward_weights_switch_terms_off(weights, expected):
     assert float(info["minima_violation"][0]) == pytest.approx(0.75)
 
 
+def test_agent_rewards_split_the_team_reward_exactly():
+    env = example_env(reward_weights=RewardWeights(2.0, 1.0, 0.5))
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(rows(EXAMPLE_ACTION))
+    # y = [6, 7, 4.25, 9.75], t = [7, 7, 6, 8], m = [6, 7, 5, 2], d = [-4, -1, 1.25, 3.75]
+    y, t, d = [6.0, 7.0, 4.25, 9.75], [7.0, 7.0, 6.0, 8.0], [-4.0, -1.0, 1.25, 3.75]
+    expected = [
+        -(2 * (y[i] - t[i]) ** 2 + 100 * (0.75 if i == 2 else 0.0) + 0.5 * d[i] ** 2 / 4)
+        for i in range(4)
+    ]
+    assert info["agent_reward_raw"].shape == (1, 4)
+    torch.testing.assert_close(
+        info["agent_reward_raw"][0], torch.tensor(expected, dtype=torch.float64)
+    )
+    assert float(info["agent_reward_raw"].sum()) == pytest.approx(float(info["reward_raw"][0]))
+    assert info["agent_reward"].dtype == torch.float32
+    assert float(info["agent_reward"].sum()) == pytest.approx(float(reward[0]), rel=1e-5)
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 10_000), budget=st.sampled_from([None, 3.0, 50.0]))
+def test_agent_rewards_sum_to_the_team_reward_on_random_steps(seed, budget):
+    env = HospitalEnv(n_hospitals=12, num_envs=3, horizon=3, scenario="shifting+shock",
+                      transfer_budget=budget, seed=seed)  # fmt: skip
+    env.reset()
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        action = 10 * torch.randn((3, 12), generator=generator, dtype=torch.float64)
+        _, reward, _, _, info = env.step(action)
+        torch.testing.assert_close(info["agent_reward_raw"].sum(dim=1), info["reward_raw"])
+        torch.testing.assert_close(info["agent_reward"].sum(dim=1), reward, rtol=1e-4, atol=1e-6)
+
+
 def test_eta_weighs_the_minima_violation():
     env = example_env(eta=10.0, reward_scale=1.0)
     env.reset(seed=0)

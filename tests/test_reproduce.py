@@ -32,7 +32,7 @@ def test_tiny_reproduction_writes_figures_summary_and_tidy_results(tmp_path: Pat
     assert list(frame.columns) == ["method", "scenario", "seed", "step", "metric", "value"]
     assert set(frame["scenario"]) == {"shifting", "shock", "ablation"}
     fig1 = set(frame[frame["scenario"] == "shifting"]["method"])
-    assert {"RL (PPO)", "qp", "nwo", "taxation", "hybrid", "greedy (B=12)", "hold (B=12)",
+    assert {"RL (PPO)", "qp", "nwo", "taxation", "hybrid", "greedy (B=12)", "hold",
             "qp (B=12)"} <= fig1  # fmt: skip
     ablation = set(frame[frame["scenario"] == "ablation"]["method"])
     assert ablation == {"RL full", "RL no fairness", "RL no minima", "RL no target"}

@@ -98,6 +98,25 @@ def test_gae_with_lambda_one_returns_discounted_return(rewards, gamma, seed):
     torch.testing.assert_close(returns[:, 0], torch.tensor(expected, dtype=torch.float64))
 
 
+def test_per_hospital_gae_with_one_hospital_equals_the_team_gae():
+    """reward_mode="agent" runs compute_gae on (T, E, n); with n = 1 the hospital's reward is
+    the team reward, so its advantages and returns must be the team ones exactly."""
+    generator = torch.Generator().manual_seed(5)
+    rewards = torch.randn((6, 3), generator=generator, dtype=torch.float64)
+    values = torch.randn((6, 3), generator=generator, dtype=torch.float64)
+    dones = torch.zeros((6, 3), dtype=torch.float64)
+    dones[2, 1] = dones[-1] = 1.0
+    last_value = torch.randn(3, generator=generator, dtype=torch.float64)
+    team = compute_gae(rewards, values, dones, last_value, gamma=0.9, lam=0.8)
+    per_hospital = compute_gae(
+        rewards.unsqueeze(-1), values.unsqueeze(-1), dones.unsqueeze(-1),
+        last_value.unsqueeze(-1), gamma=0.9, lam=0.8,
+    )  # fmt: skip
+    for a, b in zip(per_hospital, team, strict=True):
+        assert a.shape == (6, 3, 1)
+        torch.testing.assert_close(a.squeeze(-1), b)
+
+
 # --------------------------------------------------------------------------- networks
 def test_actor_is_shared_per_hospital_and_critic_is_permutation_invariant():
     torch.manual_seed(0)
@@ -210,6 +229,29 @@ def test_trained_policy_beats_doing_nothing_on_mae(tmp_path):
     # measured: MAE about 2.2 against 9.7 for doing nothing (seeds 0, 1, 2), in about 3 s
     assert learned["mae"] < 0.4 * hold["mae"], (learned["mae"], hold["mae"])
     assert learned["episode_reward"] > hold["episode_reward"]
+
+
+def test_agent_reward_mode_learns_on_a_small_network(tmp_path):
+    env_kwargs = {"n_hospitals": 10, "horizon": 20, "scenario": "shifting"}
+    config = PPOConfig(total_steps=16 * 20 * 25, num_envs=16, seed=0, reward_mode="agent")
+    result = train(config, env_kwargs, out_dir=tmp_path, progress=False)
+    assert result.agent.critic.per_agent  # one value per hospital
+    policy = load_policy(result.policy_path)
+
+    env = HospitalEnv(n_hospitals=10, horizon=20, scenario="shifting", num_envs=64)
+    learned = evaluate_policy(policy.act, env, seed=12345)
+    hold = evaluate_policy(lambda obs: torch.zeros(obs.shape[:-1]), env, seed=12345)
+    assert learned["mae"] < 0.4 * hold["mae"], (learned["mae"], hold["mae"])
+    assert learned["episode_reward"] > hold["episode_reward"]
+
+
+def test_per_hospital_central_critic_is_permutation_equivariant():
+    torch.manual_seed(0)
+    critic = CentralCritic(11, (16,), (16,), per_agent=True)
+    obs = torch.randn(3, 7, 11)
+    perm = torch.randperm(7)
+    assert critic(obs).shape == (3, 7)
+    torch.testing.assert_close(critic(obs[:, perm]), critic(obs)[:, perm])
 
 
 def test_policy_trained_on_20_hospitals_runs_on_500(tmp_path):

@@ -510,9 +510,11 @@ class HospitalEnv:
             ``reward_raw`` (Eq. 1 with the weights, unscaled), ``mae`` (``mean |y-t|``),
             ``moved`` (staff that changed hospital), ``total`` (``sum y``), ``shock_loss``
             (staff removed by the events that followed the step), plus ``net_transfer``
-            ``(num_envs, n)`` (``y - c``) and, with auto-reset, ``final_obs``
-            ``(num_envs, n, obs_dim)`` (the last observation of every copy before any reset)
-            and ``reset_mask`` ``(num_envs,)``.
+            ``(num_envs, n)`` (``y - c``), ``agent_reward_raw`` ``(num_envs, n)`` float64
+            (each hospital's share of Eq. 1, summing to ``reward_raw``), ``agent_reward``
+            ``(num_envs, n)`` float32 (``agent_reward_raw / reward_scale``) and, with
+            auto-reset, ``final_obs`` ``(num_envs, n, obs_dim)`` (the last observation of every
+            copy before any reset) and ``reset_mask`` ``(num_envs,)``.
         """
         if self._base_seed is None:
             raise RuntimeError("step() called before reset()")
@@ -547,6 +549,14 @@ class HospitalEnv:
             + weights.minima * self.eta * minima_violation
             + weights.fairness * fairness
         )
+        # Eq. (1) split exactly into per-hospital terms (sum over i = reward_raw): the
+        # population variance is sum_i (d_i - mean d)^2 / n with d = y - c
+        deviation = net_transfer - net_transfer.mean(dim=1, keepdim=True)
+        agent_reward_raw = -(  # paper 000 Eq. (1), hospital i's share
+            weights.target * (allocation - target) ** 2
+            + weights.minima * self.eta * torch.clamp(minimum - allocation, min=0.0)
+            + weights.fairness * deviation**2 / self.n
+        )
         info: dict[str, torch.Tensor] = {
             "target_error": target_error,
             "minima_violation": minima_violation,
@@ -563,6 +573,10 @@ class HospitalEnv:
         self._t_host += 1
         info["shock_loss"] = self._apply_events(torch.ones_like(self.t, dtype=torch.bool))
         info["net_transfer"] = net_transfer
+        info["agent_reward_raw"] = agent_reward_raw
+        info["agent_reward"] = (agent_reward_raw / self._reward_divisor.unsqueeze(1)).to(
+            torch.float32
+        )
         truncated = self.t >= self.horizon
         terminated = torch.zeros_like(truncated)
         obs = self.observe()

@@ -13,7 +13,7 @@ def demo_methods(network: HospitalNetwork) -> tuple[list[Any], float]:
     """Classical methods under a per-step budget, plus the shipped policy when available."""
     from marra.experiments.simulate import ClassicalMethod
 
-    budget = float(max(1.0, round(0.02 * network.total)))
+    budget = float(network.n)  # one staff per hospital per step, the default of `marra train`
     methods: list[Any] = [
         ClassicalMethod(name, transfer_budget=budget) for name in ("qp", "nwo", "greedy", "hold")
     ]

@@ -126,7 +126,7 @@ class ClassicalMethod:
     def label(self) -> str:
         if self.name:
             return self.name
-        if self.transfer_budget is None:
+        if self.transfer_budget is None or self.strategy == "hold":
             return self.strategy
         return f"{self.strategy} (B={self.transfer_budget:g})"
 

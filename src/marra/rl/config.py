@@ -50,6 +50,14 @@ class PPOConfig:
     """Discount factor gamma (paper 000: 0.99)."""
     gae_lambda: float = 0.95
     """GAE lambda (paper 000: 0.95)."""
+    reward_mode: Literal["team", "agent"] = "team"
+    """"team": every hospital is credited with the team reward (paper 000 Eq. 1), one advantage
+    per network state. "agent": each hospital i gets its own share r_i of Eq. (1) (the
+    environment's ``info["agent_reward"]``, which sums exactly to the team reward; paper 000's
+    Algorithm 1 gives each agent its own reward), its own GAE from a per-hospital value (the
+    critic then outputs one value per hospital), and advantages normalised over (step, copy,
+    hospital). Environments without ``agent_reward`` credit every hospital with the team
+    reward."""
 
     # --- optimisation ----------------------------------------------------------------------
     learning_rate: float = 1e-3
@@ -130,6 +138,8 @@ class PPOConfig:
             raise ValueError(f"torch_threads: must be >= 1 or None, got {self.torch_threads!r}")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation: must be 'relu' or 'tanh', got {self.activation!r}")
+        if self.reward_mode not in ("team", "agent"):
+            raise ValueError(f"reward_mode: must be 'team' or 'agent', got {self.reward_mode!r}")
         if self.critic not in ("central", "local"):
             raise ValueError(f"critic: must be 'central' or 'local', got {self.critic!r}")
         for name in ("actor_hidden", "critic_encoder_hidden", "critic_hidden"):

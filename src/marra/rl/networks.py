@@ -8,9 +8,11 @@ network-wide context the environment broadcasts); leading dimensions are batch d
   the mean of a Gaussian over that hospital's action, with a learned state-independent log-std.
   It never mixes hospitals, so a policy trained on 20 hospitals runs on 500.
 - :class:`CentralCritic`: the value of the whole network state (CTDE): a per-hospital encoder,
-  mean and max pooling over hospitals (permutation-invariant), then an MLP.
+  mean and max pooling over hospitals (permutation-invariant), then an MLP. With
+  ``per_agent=True`` it gives one value per hospital, from that hospital's encoding and the
+  pooled context (still centralised: every value sees the whole network).
 - :class:`LocalCritic`: each hospital estimates the team value from its own row; the estimates
-  are averaged (independent learners).
+  are averaged (independent learners), or, with ``per_agent=True``, kept per hospital.
 """
 
 from __future__ import annotations
@@ -170,7 +172,9 @@ class CentralCritic(nn.Module):
 
     ``forward(obs (..., n, obs_dim)) -> value (...,)`` in normalised units (see
     :class:`ValueNormalizer`). Mean and max pooling make it invariant to the order of hospitals
-    and defined for any n.
+    and defined for any n. With ``per_agent=True``:
+    V_i(s) = rho([phi(o_i), mean_j phi(o_j), max_j phi(o_j)]), ``value (..., n)``, hospital i's
+    own return (equivariant: permuting hospitals permutes the values).
     """
 
     def __init__(
@@ -179,8 +183,10 @@ class CentralCritic(nn.Module):
         encoder_hidden: tuple[int, ...] = (64,),
         hidden: tuple[int, ...] = (64,),
         activation: str = "relu",
+        per_agent: bool = False,
     ):
         super().__init__()
+        self.per_agent = bool(per_agent)
         *enc_hidden, enc_out = encoder_hidden
         self.encoder = nn.Sequential(
             mlp(
@@ -188,17 +194,22 @@ class CentralCritic(nn.Module):
             ),
             ACTIVATIONS[activation](),
         )
-        self.head = mlp(2 * enc_out, tuple(hidden), 1, out_gain=1.0, activation=activation)
+        inputs = (3 if self.per_agent else 2) * enc_out
+        self.head = mlp(inputs, tuple(hidden), 1, out_gain=1.0, activation=activation)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         encoded = self.encoder(obs)  # (..., n, width)
         pooled = torch.cat([encoded.mean(dim=-2), encoded.amax(dim=-2)], dim=-1)
+        if self.per_agent:  # (..., n, 3 width): own encoding next to the pooled context
+            context = pooled.unsqueeze(-2).expand(*encoded.shape[:-1], pooled.shape[-1])
+            pooled = torch.cat([encoded, context], dim=-1)
         return self.head(pooled).squeeze(-1)
 
 
 class LocalCritic(nn.Module):
     """V(s) = (1/n) sum_i v_phi(o_i): each hospital's own estimate of the team value, averaged
-    (independent learners). ``forward(obs (..., n, obs_dim)) -> value (...,)``."""
+    (independent learners). ``forward(obs (..., n, obs_dim)) -> value (...,)``; with
+    ``per_agent=True`` the estimates v_phi(o_i) of each hospital's own return, ``(..., n)``."""
 
     def __init__(
         self,
@@ -206,13 +217,16 @@ class LocalCritic(nn.Module):
         encoder_hidden: tuple[int, ...] = (64,),
         hidden: tuple[int, ...] = (64,),
         activation: str = "relu",
+        per_agent: bool = False,
     ):
         super().__init__()
+        self.per_agent = bool(per_agent)
         widths = tuple(encoder_hidden) + tuple(hidden)
         self.value_net = mlp(obs_dim, widths, 1, out_gain=1.0, activation=activation)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.value_net(obs).squeeze(-1).mean(dim=-1)
+        values = self.value_net(obs).squeeze(-1)
+        return values if self.per_agent else values.mean(dim=-1)
 
 
 class ActorCritic(nn.Module):
@@ -229,13 +243,16 @@ class ActorCritic(nn.Module):
         init_log_std: float = 0.0,
         norm_value: bool = True,
         activation: str = "relu",
+        per_agent_value: bool = False,
     ):
         super().__init__()
         self.actor = SharedActor(obs_dim, actor_hidden, init_log_std, activation)
         critic_cls = {"central": CentralCritic, "local": LocalCritic}[critic]
-        self.critic = critic_cls(obs_dim, critic_encoder_hidden, critic_hidden, activation)
+        self.critic = critic_cls(
+            obs_dim, critic_encoder_hidden, critic_hidden, activation, per_agent=per_agent_value
+        )
         self.value_norm = ValueNormalizer(enabled=norm_value)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s) in reward units, ``(...,)``."""
+        """V(s) in reward units, ``(...,)`` (``(..., n)`` with ``per_agent_value``)."""
         return self.value_norm.denormalize(self.critic(obs))

@@ -5,9 +5,11 @@ clipped surrogate (Eq. 5-6) and a squared-error critic (Eq. 7), gamma = 0.99, la
 epsilon = 0.2. marra runs it as multi-agent PPO with parameter sharing (MAPPO):
 
 - every hospital is an agent; ONE actor, shared by all, acts on each hospital's own observation;
-- all hospitals share the team reward of the environment (paper 000 Eq. 1), hence one team
-  advantage per network state, estimated with a centralised critic (or a local one, see
-  :class:`PPOConfig.critic`);
+- with ``reward_mode="team"`` all hospitals share the team reward of the environment (paper 000
+  Eq. 1), hence one team advantage per network state, estimated with a centralised critic (or a
+  local one, see :class:`PPOConfig.critic`); with ``reward_mode="agent"`` each hospital i gets
+  its own share r_i of Eq. (1) (they sum to the team reward), its own value V_i(s) from the
+  centralised critic and its own GAE, as paper 000's Algorithm 1 gives each agent its reward;
 - the ratio in Eq. 5 is taken per hospital, r_i = pi(a_i|o_i) / pi_old(a_i|o_i), each multiplied
   by the team advantage and clipped on its own, then averaged over hospitals (as in MAPPO). The
   alternative, the joint ratio prod_i r_i, is the product of n = 150 ratios: its spread grows
@@ -124,7 +126,9 @@ class Rollout:
 
     ``obs (T, E, n, obs_dim)``, ``actions (T, E, n)`` (policy units, before ``action_scale``),
     ``log_probs (T, E, n)``, ``values (T, E)``, ``rewards (T, E)``, ``dones (T, E)``,
-    ``last_value (E,)`` and ``metrics`` (episode summaries, floats).
+    ``last_value (E,)`` and ``metrics`` (episode summaries, floats). With per-hospital rewards
+    (``reward_mode="agent"``) ``values``, ``rewards`` and ``dones`` are ``(T, E, n)`` and
+    ``last_value`` is ``(E, n)``.
     """
 
     obs: torch.Tensor
@@ -154,17 +158,24 @@ def collect_rollout(
     action_scale: float,
     generator: torch.Generator,
     seed: int | None,
+    agent_rewards: bool = False,
 ) -> Rollout:
     """Reset every copy of ``env`` with ``seed``, run the stochastic policy for ``env.horizon``
-    steps and record what PPO needs. The last step ends every episode (``dones[-1] = 1``)."""
+    steps and record what PPO needs. The last step ends every episode (``dones[-1] = 1``).
+
+    With ``agent_rewards`` each hospital's reward is ``info["agent_reward"]`` ``(E, n)`` (the
+    team reward for every hospital when the environment has none) and ``agent.critic`` must give
+    one value per hospital; values, rewards and dones are then ``(T, E, n)``."""
     obs = env.reset(seed=seed)
     horizon, (num_envs, n, obs_dim) = int(env.horizon), obs.shape
     obs_buf = torch.empty((horizon, num_envs, n, obs_dim), dtype=obs.dtype, device=obs.device)
     actions = torch.empty((horizon, num_envs, n), device=obs.device)
     log_probs = torch.empty_like(actions)
-    values = torch.empty((horizon, num_envs), device=obs.device)
+    values = torch.empty((horizon, num_envs, n) if agent_rewards else (horizon, num_envs),
+                         device=obs.device)  # fmt: skip
     rewards = torch.empty_like(values)
     dones = torch.empty_like(values)
+    team_return = torch.zeros(num_envs, device=obs.device)
     sums = {key: torch.zeros(num_envs, device=obs.device) for key in (*_STEP_METRICS, "mae")}
     info: dict[str, Any] = {}
     for t in range(horizon):
@@ -172,8 +183,14 @@ def collect_rollout(
         action, log_prob = agent.actor.sample(obs, generator)
         values[t] = agent.critic(obs)  # normalised units; mapped back once, after the loop
         obs, reward, terminated, truncated, info = env.step(action_scale * action)
-        actions[t], log_probs[t], rewards[t] = action, log_prob, reward
-        dones[t] = torch.logical_or(terminated, truncated).to(dones.dtype)
+        actions[t], log_probs[t], team_return = action, log_prob, team_return + reward
+        done = torch.logical_or(terminated, truncated).to(dones.dtype)
+        if agent_rewards:
+            own = info.get("agent_reward")
+            rewards[t] = own if own is not None else reward.unsqueeze(-1)  # (E, n)
+            dones[t] = done.unsqueeze(-1)
+        else:
+            rewards[t], dones[t] = reward, done
         for key, total in sums.items():
             if key in info:
                 total += info[key]
@@ -181,7 +198,7 @@ def collect_rollout(
     values = agent.value_norm.denormalize(values)
     last_value = agent.value(obs)
 
-    metrics = {"episode_reward": rewards.sum(0).mean().item()}
+    metrics = {"episode_reward": team_return.mean().item()}
     if "reward_raw" in info:
         metrics["episode_reward_raw"] = (sums.pop("reward_raw")).mean().item()
     if "mae" in info:
@@ -215,8 +232,11 @@ def ppo_update(
     """K epochs of minibatch updates on one rollout; returns the iteration's loss statistics.
 
     ``advantages`` and ``returns`` are ``(T, E)``: one team advantage per network state, shared
-    by all hospitals of that state. A sample is one network state (all n hospitals), so the
-    centralised critic always sees a whole network.
+    by all hospitals of that state; or ``(T, E, n)``: one advantage per hospital (its own
+    reward, ``reward_mode="agent"``), then A_s below is A_{s,i} and the critic gives one value
+    per hospital. Advantages are normalised over every entry (step, copy and hospital). A
+    sample is one network state (all n hospitals), so the centralised critic always sees a
+    whole network.
 
     Loss per minibatch (minimised):
         ``- L^CLIP + vf_coef * L^VF - ent_coef * H``, where
@@ -233,9 +253,9 @@ def ppo_update(
     obs = rollout.obs.flatten(0, 1)  # (B, n, obs_dim)
     actions = rollout.actions.flatten(0, 1)  # (B, n)
     old_log_probs = rollout.log_probs.flatten(0, 1)  # (B, n)
-    old_values = rollout.values.flatten()  # (B,)
-    advantages = advantages.flatten()  # (B,)
-    returns = returns.flatten()  # (B,)
+    old_values = rollout.values.flatten(0, 1)  # (B,) or (B, n)
+    advantages = advantages.flatten(0, 1)  # (B,) team or (B, n) per hospital
+    returns = returns.flatten(0, 1)  # like advantages
     if config.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     agent.value_norm.update(returns)
@@ -261,7 +281,9 @@ def ppo_update(
             new_log_probs, entropy = agent.actor.evaluate(obs[idx], actions[idx])  # (mb, n), ()
             log_ratio = new_log_probs - old_log_probs[idx]
             ratio = log_ratio.exp()
-            team_advantage = advantages[idx].unsqueeze(-1)  # (mb, 1): every hospital shares it
+            team_advantage = advantages[idx]  # (mb, n) per hospital, or (mb,) team:
+            if team_advantage.ndim == 1:
+                team_advantage = team_advantage.unsqueeze(-1)  # (mb, 1) every hospital shares
 
             # clipped surrogate, paper 000 Eq. (5), as a loss to minimise
             surrogate = team_advantage * ratio
@@ -499,6 +521,7 @@ def train(
             init_log_std=config.init_log_std,
             norm_value=config.norm_value,
             activation=config.activation,
+            per_agent_value=config.reward_mode == "agent",
         ).to(config.device)
         optimizer = torch.optim.Adam(
             [
@@ -545,6 +568,7 @@ def train(
                     action_scale=config.action_scale,
                     generator=generator,
                     seed=episode_seed(config.seed, iteration),
+                    agent_rewards=config.reward_mode == "agent",
                 )
                 _check_rollout(rollout, iteration)
                 advantages, returns = compute_gae(
@@ -639,7 +663,7 @@ _FREE_ON_RESUME = {"checkpoint_every", "torch_threads"}
 def _check_same_run(
     state: dict[str, Any], config: PPOConfig, env_settings: Any, path: Path
 ) -> None:
-    saved = state["config"]
+    saved = {"reward_mode": "team", **state["config"]}  # checkpoints from before reward_mode
     current = config.to_dict()
     keys = (set(saved) | set(current)) - _FREE_ON_RESUME
     changed = sorted(k for k in keys if saved.get(k) != current.get(k))

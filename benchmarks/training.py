@@ -1,0 +1,832 @@
+"""marra PPO against Stable-Baselines3 PPO on the hospital environment: speed and time to quality.
+
+Both learners train on the same environment: shifting targets, ``--n-hospitals`` (150) random
+hospitals per episode, horizon 50, a per-step transfer budget ``--transfer-budget`` (150: one
+staff per hospital per step, the default of ``marra train``), continuous staff.
+
+- **marra**: :func:`marra.rl.train` with the default :class:`marra.rl.PPOConfig` (only
+  ``seed`` and ``total_steps`` are set) on the batched :class:`marra.envs.HospitalEnv`: one
+  actor shared by all hospitals, a centralised critic.
+- **SB3**: ``stable_baselines3.PPO("MlpPolicy", vec_env)`` with its default hyperparameters on
+  ``make_vec_env("marra/Hospital-v0", n_envs=8)`` (the Gymnasium view, one network per copy,
+  observation flattened to ``n * obs_dim``, one action per hospital, ``DummyVecEnv``), device
+  cpu. Its MLP has the hidden widths of marra's actor (``--sb3-net-arch``, default 32, 32, for
+  the policy and the value network). The parameter counts of both sides are reported: on the
+  flat view the first layer alone has ``n * obs_dim * width`` weights, so an MLP of marra's
+  width has many more parameters (and no MLP on the flat view can match marra's count without
+  shrinking to a handful of hidden units); per env-step it does less arithmetic than marra's
+  actor, which runs once per hospital.
+
+``torch.set_num_threads(1)`` for both: the networks are small and each step runs many short
+ops, where OpenMP threads mostly wait on each other; on the shared 2-core benchmark machine a
+second thread made marra's training far slower (see ``PPOConfig.torch_threads``), and SB3 gets
+the same setting so neither side is favoured.
+
+Two measurements:
+
+(a) **Throughput**: env-steps per second (one env-step = one step of one network copy, all its
+    hospitals) over a fixed budget of ``--throughput-steps`` env-steps per side (50,000; 10,000
+    with ``--quick``), training only (no evaluation). marra rounds the budget down to whole
+    iterations (``num_envs * horizon`` = 800 steps), SB3 up to whole rollouts (``n_steps *
+    n_envs`` = 16,384); the steps actually run are reported. Timed: marra's training loop
+    (``TrainResult.wall_s``, which includes its checkpoints, CSV and TensorBoard logs) and
+    SB3's ``learn`` call; building the environments and networks is timed on neither side. The
+    time is split into rollout (acting + environment) and update (gradient steps) by timing
+    marra's ``collect_rollout`` / ``ppo_update`` and SB3's ``collect_rollouts`` / ``train``.
+
+(b) **Time to quality**: a fresh run per side, evaluated periodically on a FIXED evaluation set
+    (``--eval-episodes`` seeded episodes, the same draws for both sides and every reference):
+    the current policy acts deterministically (its Gaussian mean) through the batched
+    environment, and the score is the mean over episodes and steps of the step MAE
+    ``mean_i |y_i - t_i|`` (paper 000 Eq. 8). The reference is the budgeted QP re-planned at
+    every step (``ClassicalMethod("qp", transfer_budget=B, integer=False)``, shortfall plans)
+    on the same networks and realisations; a side reaches quality when its score is at most
+    ``--target-factor`` (1.1) times the QP's. Also reported: *hold* (do nothing) and the *rule*
+    "request t - c if below target, offer c - t if above" through the environment's clearing
+    rule. Evaluation time is excluded from training time. marra is evaluated at its checkpoints
+    (every ``--eval-every`` = 8,000 env-steps = its default ``checkpoint_every`` of 10
+    iterations); SB3 after every update (its policy changes only then: every 16,384 env-steps).
+    Each side stops when it reaches quality, at the first evaluation after ``--cap-seconds`` of
+    training (300 s; 30 s with ``--quick``), or after ``--total-steps`` env-steps (marra's
+    default ``total_steps``, the same for both); otherwise it is reported as "not reached in
+    X s" with the best score seen.
+
+Two consistency checks go into the JSON: *hold* scored through the environment equals
+``ClassicalMethod("hold")`` on the same draws (same draws, same MAE), and marra's final policy
+scored through :class:`marra.experiments.policy_method.PolicyMethod` equals its batched score.
+
+Usage::
+
+    python benchmarks/training.py               # full run (about 12 minutes), writes the JSON
+    python benchmarks/training.py --quick       # 10k-step throughput, 30-s caps (under 2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import marra.envs  # noqa: F401  (registers marra/Hospital-v0 with Gymnasium)
+import marra.rl.ppo as marra_ppo
+from marra.envs.hospital import HospitalEnv
+from marra.experiments.policy_method import PolicyMethod
+from marra.experiments.simulate import ClassicalMethod
+from marra.network import atomic_write_text
+from marra.rl import PPOConfig, load_checkpoint, save_policy, train
+from marra.rl.networks import ActorCritic, SharedActor
+from marra.rl.policy import LearnedPolicy
+
+#: An evaluation policy: ``act(obs (E, n, obs_dim), env) -> action (E, n)`` in staff units.
+Act = Callable[[torch.Tensor, HospitalEnv], torch.Tensor]
+
+
+class _Stop(Exception):
+    """Raised from marra's ``log_fn`` to end a time-to-quality run early."""
+
+
+# --------------------------------------------------------------------------- evaluation
+class EvalSet:
+    """The fixed evaluation set: ``episodes`` seeded episodes of the training environment.
+
+    The batched environment is reset with ``seed`` every time, so every policy and every
+    reference sees the same networks and scenario realisations (``networks``,
+    ``realisations``). ``score(act)`` is the mean over episodes and steps of the step MAE
+    ``mean_i |y_i - t_i|`` (the environment's ``info["mae"]``).
+    """
+
+    def __init__(self, env_kwargs: dict[str, Any], episodes: int, seed: int):
+        self.seed = int(seed)
+        self.env = HospitalEnv(num_envs=episodes, **env_kwargs)
+        self.env.reset(seed=self.seed)
+        self.networks = list(self.env.networks)
+        self.realisations = list(self.env.realisations)
+
+    @torch.no_grad()
+    def score(self, act: Act) -> tuple[float, list[float]]:
+        """``(mean MAE, MAE per episode)`` of ``act`` over the evaluation set."""
+        env = self.env
+        obs = env.reset(seed=self.seed)
+        total = torch.zeros(env.num_envs, dtype=torch.float64)
+        for _ in range(env.horizon):
+            obs, _, _, _, info = env.step(act(obs, env))
+            total += info["mae"].cpu()
+        per_episode = (total / env.horizon).tolist()
+        return float(np.mean(per_episode)), per_episode
+
+    def score_method(self, method: Any) -> tuple[float, list[float]]:
+        """The same score for a simulation method (``run_episode(network, realisation, steps)``)
+        played on the evaluation set's networks and realisations."""
+        horizon = self.env.horizon
+        per_episode = [
+            float(method.run_episode(network, realisation, horizon)["mae"].mean())
+            for network, realisation in zip(self.networks, self.realisations, strict=True)
+        ]
+        return float(np.mean(per_episode)), per_episode
+
+
+def hold_act(obs: torch.Tensor, env: HospitalEnv) -> torch.Tensor:
+    """Move nothing."""
+    return torch.zeros(obs.shape[:-1], dtype=torch.float64)
+
+
+def rule_act(obs: torch.Tensor, env: HospitalEnv) -> torch.Tensor:
+    """Request ``t - c`` below target, offer ``c - t`` above: the action ``t - c``."""
+    return env.target - env.current
+
+
+def references(eval_set: EvalSet, transfer_budget: float | None) -> dict[str, Any]:
+    """Scores of hold, the rule and the budgeted QP on the evaluation set, plus the check that
+    hold through the environment equals ``ClassicalMethod("hold")`` on the same draws."""
+    started = time.perf_counter()
+    qp = ClassicalMethod("qp", transfer_budget=transfer_budget, integer=False)
+    qp_mae, qp_episodes = eval_set.score_method(qp)
+    hold_mae, hold_episodes = eval_set.score(hold_act)
+    rule_mae, rule_episodes = eval_set.score(rule_act)
+    hold_classical, _ = eval_set.score_method(ClassicalMethod("hold", integer=False))
+    return {
+        "qp": qp_mae,
+        "qp_per_episode": qp_episodes,
+        "qp_label": qp.label,
+        "hold": hold_mae,
+        "hold_per_episode": hold_episodes,
+        "rule": rule_mae,
+        "rule_per_episode": rule_episodes,
+        "hold_via_classical_method": hold_classical,
+        "same_draws_check": abs(hold_classical - hold_mae) < 1e-9,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def marra_act(policy: LearnedPolicy) -> Act:
+    return lambda obs, env: policy.act(obs, deterministic=True)
+
+
+def sb3_act(model: Any) -> Act:
+    """Run an SB3 policy on the batched environment: each copy's ``(n, obs_dim)`` observation
+    flattened as the Gymnasium view does, the deterministic action clipped to the view's action
+    space by ``predict``, as SB3 does when it steps an environment."""
+
+    def act(obs: torch.Tensor, env: HospitalEnv) -> torch.Tensor:
+        flat = obs.reshape(obs.shape[0], -1).cpu().numpy()
+        action, _ = model.policy.predict(flat, deterministic=True)
+        return torch.as_tensor(np.asarray(action, dtype=np.float64))
+
+    return act
+
+
+# --------------------------------------------------------------------------- marra side
+def marra_config(args: argparse.Namespace, total_steps: int, **changes: Any) -> PPOConfig:
+    return PPOConfig(seed=args.seed, total_steps=total_steps, **changes)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def marra_parameters(config: PPOConfig) -> dict[str, int]:
+    agent = ActorCritic(
+        HospitalEnv.obs_dim,
+        actor_hidden=config.actor_hidden,
+        critic=config.critic,
+        critic_encoder_hidden=config.critic_encoder_hidden,
+        critic_hidden=config.critic_hidden,
+        init_log_std=config.init_log_std,
+        norm_value=config.norm_value,
+        activation=config.activation,
+    )
+    actor, critic = count_parameters(agent.actor), count_parameters(agent.critic)
+    return {"actor": actor, "critic": critic, "total": actor + critic}
+
+
+class _PhaseTimer:
+    """Wraps functions and adds their wall time to named totals (rollout / update)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        self.seconds.setdefault(name, 0.0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+
+def marra_throughput(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Train for ``args.throughput_steps`` env-steps with the default config; no evaluation."""
+    config = marra_config(args, args.throughput_steps)
+    timer = _PhaseTimer()
+    originals = (marra_ppo.collect_rollout, marra_ppo.ppo_update)
+    marra_ppo.collect_rollout = timer.wrap("rollout", originals[0])
+    marra_ppo.ppo_update = timer.wrap("update", originals[1])
+    try:
+        with tempfile.TemporaryDirectory(prefix="marra-bench-") as out_dir:
+            start = time.perf_counter()
+            result = train(config, env_kwargs, out_dir=out_dir, progress=False)
+            wall = time.perf_counter() - start
+    finally:
+        marra_ppo.collect_rollout, marra_ppo.ppo_update = originals
+    loop = result.wall_s  # the training loop, without building the env, networks, logger
+    return {
+        "env_steps": result.env_steps,
+        "seconds": loop,
+        "env_steps_per_s": result.env_steps / loop,
+        "call_seconds": wall,
+        "rollout_s": timer.seconds["rollout"],
+        "update_s": timer.seconds["update"],
+        "other_s": loop - timer.seconds["rollout"] - timer.seconds["update"],
+        "final_train_mae_mean": result.final.get("mae_mean"),
+    }
+
+
+def _actor_from_checkpoint(path: Path, config: PPOConfig) -> LearnedPolicy:
+    state = load_checkpoint(path)["model"]
+    actor = SharedActor(
+        HospitalEnv.obs_dim, config.actor_hidden, config.init_log_std, config.activation
+    )
+    actor.load_state_dict({k[len("actor.") :]: v for k, v in state.items() if k[:6] == "actor."})
+    return LearnedPolicy(actor, action_scale=config.action_scale)
+
+
+def marra_time_to_quality(
+    args: argparse.Namespace,
+    env_kwargs: dict[str, Any],
+    eval_set: EvalSet,
+    target_mae: float,
+) -> dict[str, Any]:
+    """Train with the default config; score the policy at every checkpoint; stop at the
+    target, at the first evaluation after the cap, or after ``total_steps``."""
+    horizon = int(env_kwargs.get("horizon", 50))
+    steps_per_iteration = PPOConfig().num_envs * horizon
+    checkpoint_every = max(1, round(args.eval_every / steps_per_iteration))
+    changes = {}
+    if checkpoint_every != PPOConfig().checkpoint_every:
+        changes["checkpoint_every"] = checkpoint_every  # bookkeeping only: same numbers
+    config = marra_config(args, args.total_steps, **changes)
+    num_iterations = max(1, config.total_steps // steps_per_iteration)
+    curve: list[dict[str, float]] = []
+    state: dict[str, Any] = {"eval_s": 0.0, "stopped_by": "total_steps", "policy": None}
+
+    with tempfile.TemporaryDirectory(prefix="marra-bench-") as tmp:
+        out_dir = Path(tmp)
+
+        def log_fn(row: dict[str, float]) -> None:
+            iteration = int(row["iteration"])
+            if iteration % checkpoint_every and iteration != num_iterations:
+                return
+            train_s = time.perf_counter() - start - state["eval_s"]
+            tick = time.perf_counter()
+            policy = _actor_from_checkpoint(out_dir / "checkpoint.pt", config)
+            mae, _ = eval_set.score(marra_act(policy))
+            state["eval_s"] += time.perf_counter() - tick
+            curve.append({"train_s": train_s, "env_steps": int(row["env_steps"]), "mae": mae})
+            state["policy"] = policy
+            print(f"  marra {int(row['env_steps']):>8,} steps {train_s:6.1f} s  MAE {mae:.3f}")
+            if mae <= target_mae:
+                state["stopped_by"] = "target"
+                raise _Stop
+            if train_s >= args.cap_seconds:
+                state["stopped_by"] = "cap"
+                raise _Stop
+
+        start = time.perf_counter()
+        try:
+            train(config, env_kwargs, out_dir=out_dir, progress=False, log_fn=log_fn)
+        except _Stop:
+            pass
+        result = _summarise(curve, target_mae, state["stopped_by"], args.cap_seconds)
+        result["config"] = config.to_dict()
+        result["eval_every_env_steps"] = checkpoint_every * steps_per_iteration
+        result["eval_s"] = state["eval_s"]
+        if state["policy"] is not None:
+            result["crosscheck"] = _policy_method_check(state["policy"], eval_set, env_kwargs)
+    return result
+
+
+def _policy_method_check(
+    policy: LearnedPolicy, eval_set: EvalSet, env_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """marra's last evaluated policy scored through ``PolicyMethod`` (one episode at a time,
+    from a policy file) and through the batched evaluation: the two must agree."""
+    batched, _ = eval_set.score(marra_act(policy))
+    with tempfile.TemporaryDirectory(prefix="marra-bench-") as tmp:
+        path = Path(tmp) / "policy.pt"
+        save_policy(
+            path,
+            policy.actor,
+            action_scale=policy.action_scale,
+            env_settings={"max_action": eval_set.env.max_action},
+        )
+        method = PolicyMethod.from_file(
+            path, transfer_budget=env_kwargs.get("transfer_budget"), integer=False
+        )
+        via_method, _ = eval_set.score_method(method)
+    return {
+        "batched_eval_mae": batched,
+        "policy_method_mae": via_method,
+        "agree": abs(batched - via_method) < 1e-6 * max(1.0, batched),
+    }
+
+
+def _summarise(
+    curve: list[dict[str, float]], target_mae: float, stopped_by: str, cap_seconds: float
+) -> dict[str, Any]:
+    reached = next((p for p in curve if p["mae"] <= target_mae), None)
+    best = min(curve, key=lambda p: p["mae"]) if curve else None
+    last = curve[-1] if curve else None
+    return {
+        "reached": reached is not None,
+        "train_s_to_target": None if reached is None else reached["train_s"],
+        "env_steps_to_target": None if reached is None else reached["env_steps"],
+        "best_mae": None if best is None else best["mae"],
+        "best_at_env_steps": None if best is None else best["env_steps"],
+        "final_mae": None if last is None else last["mae"],
+        "train_s": None if last is None else last["train_s"],
+        "env_steps": None if last is None else last["env_steps"],
+        "stopped_by": stopped_by,
+        "cap_seconds": cap_seconds,
+        "env_steps_per_train_s": None if last is None else last["env_steps"] / last["train_s"],
+        "curve": curve,
+    }
+
+
+# --------------------------------------------------------------------------- SB3 side
+def import_sb3() -> Any:
+    try:
+        import stable_baselines3
+    except ImportError as exc:  # pragma: no cover - the bench extra installs it
+        raise SystemExit(
+            "stable-baselines3 is not installed: pip install -e '.[bench]' "
+            f"(benchmark-only dependency) ({exc})"
+        ) from exc
+    return stable_baselines3
+
+
+def sb3_model(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> Any:
+    """SB3 PPO with its defaults (``n_steps`` only with ``--sb3-n-steps``) on ``n_envs`` copies
+    of the Gymnasium view, an MLP with ``--sb3-net-arch`` hidden widths, device cpu."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    # make_vec_env asks for render_mode="rgb_array" unless told otherwise; the view renders nothing
+    vec_env = make_vec_env(
+        marra.envs.HOSPITAL_ENV_ID,
+        n_envs=args.sb3_envs,
+        seed=args.seed,
+        env_kwargs={**env_kwargs, "render_mode": None},
+    )
+    widths = [int(w) for w in args.sb3_net_arch.split(",")]
+    kwargs: dict[str, Any] = {}
+    if args.sb3_n_steps is not None:
+        kwargs["n_steps"] = args.sb3_n_steps
+    return PPO(
+        "MlpPolicy",
+        vec_env,
+        policy_kwargs={"net_arch": {"pi": widths, "vf": list(widths)}},
+        device="cpu",
+        seed=args.seed,
+        verbose=0,
+        **kwargs,
+    )
+
+
+def sb3_parameters(model: Any) -> dict[str, int]:
+    policy = model.policy
+    actor = sum(
+        count_parameters(m)
+        for m in (policy.mlp_extractor.policy_net, policy.action_net)
+        if m is not None
+    ) + int(policy.log_std.numel())
+    critic = count_parameters(policy.mlp_extractor.value_net) + count_parameters(policy.value_net)
+    total = count_parameters(policy)
+    return {"actor": actor, "critic": critic, "total": total}
+
+
+def sb3_settings(model: Any) -> dict[str, Any]:
+    return {
+        "n_envs": model.n_envs,
+        "n_steps": model.n_steps,
+        "batch_size": model.batch_size,
+        "n_epochs": model.n_epochs,
+        "learning_rate": model.learning_rate,
+        "gamma": model.gamma,
+        "gae_lambda": model.gae_lambda,
+        "clip_range": float(model.clip_range(1.0)),
+        "ent_coef": model.ent_coef,
+        "vf_coef": model.vf_coef,
+        "max_grad_norm": model.max_grad_norm,
+        "net_arch": model.policy_kwargs.get("net_arch"),
+        "vec_env": type(model.env).__name__,
+        "device": str(model.device),
+    }
+
+
+def sb3_throughput(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    model = sb3_model(args, env_kwargs)
+    timer = _PhaseTimer()
+    model.collect_rollouts = timer.wrap("rollout", model.collect_rollouts)
+    model.train = timer.wrap("update", model.train)
+    start = time.perf_counter()
+    model.learn(total_timesteps=args.throughput_steps)
+    wall = time.perf_counter() - start
+    return {
+        "env_steps": int(model.num_timesteps),
+        "seconds": wall,
+        "env_steps_per_s": model.num_timesteps / wall,
+        "rollout_s": timer.seconds["rollout"],
+        "update_s": timer.seconds["update"],
+        "other_s": wall - timer.seconds["rollout"] - timer.seconds["update"],
+        "parameters": sb3_parameters(model),
+        "settings": sb3_settings(model),
+    }
+
+
+def sb3_time_to_quality(
+    args: argparse.Namespace,
+    env_kwargs: dict[str, Any],
+    eval_set: EvalSet,
+    target_mae: float,
+) -> dict[str, Any]:
+    """Train SB3; score the policy after every update (at the start of each rollout) and stop
+    at the target, at the cap, or after ``total_steps``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    curve: list[dict[str, float]] = []
+
+    class Tracker(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.eval_s = 0.0
+            self.stopped_by = "total_steps"
+            self.stop = False
+            self.evaluated_at = -1
+
+        def _on_training_start(self) -> None:
+            self.start = time.perf_counter()
+
+        def train_s(self) -> float:
+            return time.perf_counter() - self.start - self.eval_s
+
+        def _on_rollout_start(self) -> None:
+            # the policy changes only in updates: score it once after each
+            steps = int(self.num_timesteps)
+            if steps == self.evaluated_at or self.stop:
+                return
+            train_s = self.train_s()
+            tick = time.perf_counter()
+            mae, _ = eval_set.score(sb3_act(self.model))
+            self.eval_s += time.perf_counter() - tick
+            self.evaluated_at = steps
+            curve.append({"train_s": train_s, "env_steps": steps, "mae": mae})
+            print(f"  SB3   {steps:>8,} steps {train_s:6.1f} s  MAE {mae:.3f}")
+            if mae <= target_mae:
+                self.stopped_by, self.stop = "target", True
+            elif train_s >= args.cap_seconds:
+                self.stopped_by, self.stop = "cap", True
+
+        def _on_step(self) -> bool:
+            if not self.stop and self.train_s() >= args.cap_seconds:
+                # the policy has not changed since its last score: that score is final
+                self.stopped_by, self.stop = "cap", True
+            return not self.stop
+
+    model = sb3_model(args, env_kwargs)
+    tracker = Tracker()
+    model.learn(total_timesteps=args.total_steps, callback=tracker)
+    if not tracker.stop:  # total_steps ended the run after an update: score the last policy
+        tracker._on_rollout_start()
+    result = _summarise(curve, target_mae, tracker.stopped_by, args.cap_seconds)
+    result["eval_s"] = tracker.eval_s
+    result["train_s_at_stop"] = tracker.train_s()
+    result["env_steps_at_stop"] = int(model.num_timesteps)
+    result["env_steps_per_train_s"] = model.num_timesteps / result["train_s_at_stop"]
+    result["eval_every_env_steps"] = model.n_steps * model.n_envs
+    return result
+
+
+# --------------------------------------------------------------------------- report
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def compare(marra_result: dict[str, Any], sb3_result: dict[str, Any]) -> dict[str, Any]:
+    """Ratios: throughput marra/SB3, time and steps to quality SB3/marra (> 1: marra faster).
+
+    When only marra reaches quality the SB3/marra ratios are lower bounds (SB3's training time
+    / steps at its stop); when neither does, or only SB3 does, they are given as computed from
+    what is known with ``kind`` saying so.
+    """
+    throughput = _ratio(
+        marra_result["throughput"]["env_steps_per_s"], sb3_result["throughput"]["env_steps_per_s"]
+    )
+    m, s = marra_result["time_to_quality"], sb3_result["time_to_quality"]
+    if m["reached"] and s["reached"]:
+        kind = "exact"
+        time_ratio = _ratio(s["train_s_to_target"], m["train_s_to_target"])
+        steps_ratio = _ratio(s["env_steps_to_target"], m["env_steps_to_target"])
+    elif m["reached"]:
+        kind = "lower bound (SB3 did not reach the target)"
+        time_ratio = _ratio(s["train_s_at_stop"], m["train_s_to_target"])
+        steps_ratio = _ratio(s["env_steps_at_stop"], m["env_steps_to_target"])
+    elif s["reached"]:
+        kind = "upper bound (marra did not reach the target)"
+        time_ratio = _ratio(s["train_s_to_target"], m["train_s"])
+        steps_ratio = _ratio(s["env_steps_to_target"], m["env_steps"])
+    else:
+        kind = "undefined (neither side reached the target)"
+        time_ratio = steps_ratio = None
+    return {
+        "throughput_marra_over_sb3": throughput,
+        "time_to_quality_sb3_over_marra": time_ratio,
+        "env_steps_to_quality_sb3_over_marra": steps_ratio,
+        "time_to_quality_kind": kind,
+        "best_mae_sb3_over_marra": _ratio(s["best_mae"], m["best_mae"]),
+    }
+
+
+def aims(report: dict[str, Any]) -> dict[str, Any]:
+    ratios = report["ratios"]
+    time_ratio = ratios["time_to_quality_sb3_over_marra"]
+    kind = ratios["time_to_quality_kind"]
+    return {
+        "throughput_not_below_sb3": (ratios["throughput_marra_over_sb3"] or 0.0) >= 1.0,
+        "marra_reached_target_within_cap": report["marra"]["time_to_quality"]["reached"],
+        "time_to_quality_at_least_10x": (
+            time_ratio is not None and time_ratio >= 10.0 and not kind.startswith("upper")
+        ),
+    }
+
+
+def _fmt_s(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _fmt_steps(value: float | None) -> str:
+    return "" if value is None else f"{int(value):,}"
+
+
+def _fmt_mae(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _reach_text(ttq: dict[str, Any]) -> str:
+    if ttq["reached"]:
+        return f"{ttq['train_s_to_target']:.1f} s"
+    seconds = ttq.get("train_s_at_stop", ttq["train_s"]) or 0.0
+    why = {"cap": "", "total_steps": " (total_steps ran out)"}.get(ttq["stopped_by"], "")
+    return f"not reached in {seconds:.0f} s{why}"
+
+
+def _fmt_ratio(value: float | None, kind: str = "exact") -> str:
+    if value is None:
+        return "n/a"
+    prefix = ">= " if kind.startswith("lower") else "<= " if kind.startswith("upper") else ""
+    return f"{prefix}{value:.2f}x"
+
+
+def tables(report: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    refs = report["evaluation"]["references"]
+    headers = [
+        "learner",
+        "params (actor + critic)",
+        "env-steps/s",
+        "rollout / update (s)",
+        "time to MAE <= target",
+        "env-steps to target",
+        "best MAE",
+        "last MAE (steps)",
+    ]
+    rows = []
+    for name, key in (("marra PPO", "marra"), ("SB3 PPO", "sb3")):
+        side = report[key]
+        thr, ttq, par = side["throughput"], side["time_to_quality"], side["parameters"]
+        rows.append(
+            [
+                name,
+                f"{par['actor']:,} + {par['critic']:,}",
+                f"{thr['env_steps_per_s']:,.0f}",
+                f"{thr['rollout_s']:.1f} / {thr['update_s']:.1f}",
+                _reach_text(ttq),
+                _fmt_steps(ttq["env_steps_to_target"]),
+                _fmt_mae(ttq["best_mae"]),
+                f"{_fmt_mae(ttq['final_mae'])} ({_fmt_steps(ttq['env_steps'])})",
+            ]
+        )
+    ratios = report["ratios"]
+    kind = ratios["time_to_quality_kind"]
+    lines = [
+        f"references on the evaluation set: hold {refs['hold']:.3f}, rule {refs['rule']:.3f}, "
+        f"{refs['qp_label']} {refs['qp']:.3f}; target MAE "
+        f"{report['evaluation']['target_mae']:.3f} "
+        f"({report['evaluation']['target_factor']:g} x QP)",
+        f"throughput marra / SB3: {_fmt_ratio(ratios['throughput_marra_over_sb3'])}",
+        f"time to quality SB3 / marra: {_fmt_ratio(ratios['time_to_quality_sb3_over_marra'], kind)}"
+        f"; env-steps SB3 / marra: "
+        f"{_fmt_ratio(ratios['env_steps_to_quality_sb3_over_marra'], kind)} ({kind})",
+    ]
+    return headers, rows, lines
+
+
+def markdown_table(headers: list[str], table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def print_tables(report: dict[str, Any], *, markdown: bool) -> None:
+    headers, rows, lines = tables(report)
+    meta = report["meta"]
+    title = (
+        f"PPO training, shifting targets, n = {meta['n_hospitals']}, B = "
+        f"{meta['transfer_budget']:g}, {meta['torch_threads']} torch thread(s), "
+        f"cap {meta['cap_seconds']:g} s"
+    )
+    if markdown:
+        print(title + "\n")
+        print(markdown_table(headers, rows) + "\n")
+        print("\n".join(f"- {line}" for line in lines))
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for header in headers:
+            table.add_column(header, justify="left" if header == "learner" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console = Console() if sys.stdout.isatty() else Console(width=150)
+        console.print(table)
+        for line in lines:
+            console.print(line)
+    except ImportError:  # pragma: no cover - rich is a dependency
+        print(title)
+        print(markdown_table(headers, rows))
+        print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    defaults = PPOConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-hospitals", type=int, default=150)
+    parser.add_argument("--scenario", default="shifting")
+    parser.add_argument("--horizon", type=int, default=50)
+    parser.add_argument("--transfer-budget", type=float, default=150.0)
+    parser.add_argument("--seed", type=int, default=1, help="training seed of both sides")
+    parser.add_argument("--throughput-steps", type=int, default=None, help="(a): 50k; 10k quick")
+    parser.add_argument("--cap-seconds", type=float, default=None, help="(b): 300; 30 quick")
+    parser.add_argument(
+        "--total-steps",
+        type=int,
+        default=defaults.total_steps,
+        help="(b): env-step budget of both sides (marra's default total_steps)",
+    )
+    parser.add_argument("--target-factor", type=float, default=1.1, help="target = this x QP")
+    parser.add_argument("--eval-episodes", type=int, default=8)
+    parser.add_argument("--eval-seed", type=int, default=20_250)
+    parser.add_argument(
+        "--eval-every", type=int, default=8_000, help="marra: env-steps between scores"
+    )
+    parser.add_argument("--sb3-envs", type=int, default=8)
+    parser.add_argument("--sb3-net-arch", default="32,32", help="hidden widths, pi and vf")
+    parser.add_argument(
+        "--sb3-n-steps", type=int, default=None, help="override SB3's n_steps (tests only)"
+    )
+    parser.add_argument("--quick", action="store_true", help="10k-step throughput, 30-s caps")
+    parser.add_argument("--out", default="benchmarks/results/training.json")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    args = parser.parse_args(argv)
+    if args.throughput_steps is None:
+        args.throughput_steps = 10_000 if args.quick else 50_000
+    if args.cap_seconds is None:
+        args.cap_seconds = 30.0 if args.quick else 300.0
+
+    sb3 = import_sb3()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    load_before = list(os.getloadavg())
+    env_kwargs: dict[str, Any] = {
+        "n_hospitals": args.n_hospitals,
+        "scenario": args.scenario,
+        "transfer_budget": args.transfer_budget,
+    }
+    if args.horizon != 50:
+        env_kwargs["horizon"] = args.horizon
+
+    eval_set = EvalSet(env_kwargs, args.eval_episodes, args.eval_seed)
+    refs = references(eval_set, args.transfer_budget)
+    target_mae = args.target_factor * refs["qp"]
+    print(
+        f"references: hold {refs['hold']:.3f}  rule {refs['rule']:.3f}  qp {refs['qp']:.3f}  "
+        f"-> target {target_mae:.3f}",
+        flush=True,
+    )
+
+    print(f"(a) marra throughput, {args.throughput_steps:,} env-steps ...", flush=True)
+    marra_thr = marra_throughput(args, env_kwargs)
+    print(f"    {marra_thr['env_steps_per_s']:,.0f} env-steps/s", flush=True)
+    print(f"(a) SB3 throughput, {args.throughput_steps:,} env-steps ...", flush=True)
+    sb3_thr = sb3_throughput(args, env_kwargs)
+    print(f"    {sb3_thr['env_steps_per_s']:,.0f} env-steps/s", flush=True)
+
+    print(f"(b) marra time to quality (cap {args.cap_seconds:g} s) ...", flush=True)
+    marra_ttq = marra_time_to_quality(args, env_kwargs, eval_set, target_mae)
+    print(f"(b) SB3 time to quality (cap {args.cap_seconds:g} s) ...", flush=True)
+    sb3_ttq = sb3_time_to_quality(args, env_kwargs, eval_set, target_mae)
+
+    config = marra_config(args, args.total_steps)
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python "
+        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick,
+        "n_hospitals": args.n_hospitals,
+        "scenario": args.scenario,
+        "horizon": args.horizon,
+        "transfer_budget": args.transfer_budget,
+        "integer": False,
+        "seed": args.seed,
+        "throughput_steps": args.throughput_steps,
+        "cap_seconds": args.cap_seconds,
+        "total_steps": args.total_steps,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "stable_baselines3": sb3.__version__,
+        "gymnasium": _version("gymnasium"),
+        "marra": _version("marra"),
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
+        "elapsed_s": time.perf_counter() - started,
+    }
+    report: dict[str, Any] = {
+        "meta": meta,
+        "evaluation": {
+            "episodes": args.eval_episodes,
+            "seed": args.eval_seed,
+            "mae": "mean over episodes and steps of mean_i |y_i - t_i| (paper 000 Eq. 8)",
+            "policies_act": "deterministically (Gaussian mean)",
+            "target_factor": args.target_factor,
+            "target_mae": target_mae,
+            "references": refs,
+        },
+        "marra": {
+            "config": config.to_dict(),
+            "parameters": marra_parameters(config),
+            "throughput": marra_thr,
+            "time_to_quality": marra_ttq,
+        },
+        "sb3": {
+            "settings": sb3_thr.pop("settings"),
+            "parameters": sb3_thr.pop("parameters"),
+            "throughput": sb3_thr,
+            "time_to_quality": sb3_ttq,
+        },
+    }
+    report["ratios"] = compare(report["marra"], report["sb3"])
+    report["aims"] = aims(report)
+    print_tables(report, markdown=args.markdown)
+    atomic_write_text(Path(args.out), json.dumps(report, indent=2, default=_json_default) + "\n")
+    print(f"wrote {args.out}")
+    return report
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return repr(value)
+
+
+if __name__ == "__main__":
+    main()
