@@ -55,7 +55,7 @@ class ReproduceConfig:
     seeds: int = 20
     train_steps: int = 400_000
     ablation_trials: int = 5
-    ablation_train_steps: int = 100_000
+    ablation_train_steps: int = 60_000
     budget_per_hospital: float = 1.0
     seed: int = 1
 
