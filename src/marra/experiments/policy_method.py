@@ -21,7 +21,10 @@ from marra.metrics import report
 from marra.network import HospitalNetwork
 from marra.scenarios import Realisation, Scenario
 
-#: File name of the policy shipped as package data (see docs/reproduction.md for its command).
+#: File name of the policy shipped as package data. It is the shifting-targets agent of the full
+#: ``marra reproduce paper000`` run, i.e. exactly what this command makes (same seed, same result):
+#: ``marra train --scenario shifting --hospitals 150 --budget 150 --steps 400000 --seed 1``
+#: (then copy ``runs/train/policy.pt`` to ``src/marra/data/default_policy.pt``).
 DEFAULT_POLICY_FILE = "default_policy.pt"
 
 
