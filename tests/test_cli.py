@@ -164,6 +164,7 @@ def test_demo_compares_every_strategy_on_the_default_network() -> None:
     for name in ("qp", "nwo", "taxation", "hybrid", "greedy", "hold"):
         assert name in result.output
     assert str(default_network().n) in result.output
+    assert "ppo (shipped)" in result.output  # the pre-trained policy ships as package data
 
 
 def test_recommend_on_the_default_network_matches_library_call(tmp_path: Path) -> None:
