@@ -87,8 +87,9 @@ from marra.experiments.policy_method import PolicyMethod
 from marra.experiments.simulate import ClassicalMethod
 from marra.network import atomic_write_text
 from marra.rl import PPOConfig, load_checkpoint, save_policy, train
-from marra.rl.networks import ActorCritic, SharedActor
+from marra.rl.networks import SharedActor
 from marra.rl.policy import LearnedPolicy
+from marra.rl.ppo import build_agent
 
 #: An evaluation policy: ``act(obs (E, n, obs_dim), env) -> action (E, n)`` in staff units.
 Act = Callable[[torch.Tensor, HospitalEnv], torch.Tensor]
@@ -198,16 +199,7 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 
 def marra_parameters(config: PPOConfig) -> dict[str, int]:
-    agent = ActorCritic(
-        HospitalEnv.obs_dim,
-        actor_hidden=config.actor_hidden,
-        critic=config.critic,
-        critic_encoder_hidden=config.critic_encoder_hidden,
-        critic_hidden=config.critic_hidden,
-        init_log_std=config.init_log_std,
-        norm_value=config.norm_value,
-        activation=config.activation,
-    )
+    agent = build_agent(HospitalEnv.obs_dim, config)
     actor, critic = count_parameters(agent.actor), count_parameters(agent.critic)
     return {"actor": actor, "critic": critic, "total": actor + critic}
 

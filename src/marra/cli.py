@@ -462,15 +462,8 @@ def simulate(
         title=f"{scenario}: mean over {seeds} seeds and {steps} steps (± std over seeds)",
         title_justify="left",
     )
-    shown = (
-        "mae",
-        "gini",
-        "coverage_gini",
-        "mre_normalised",
-        "minima_shortfall",
-        "moved",
-        "decision_seconds",
-    )
+    from marra.experiments.simulate import CORE_METRICS as shown
+
     table.add_column("method")
     for metric in shown:
         table.add_column("decision ms" if metric == "decision_seconds" else metric, justify="right")

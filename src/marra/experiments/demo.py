@@ -39,7 +39,7 @@ def demo_simulation(
     from rich.console import Console
     from rich.table import Table
 
-    from marra.experiments.simulate import seed_streams
+    from marra.experiments.simulate import CORE_METRICS, seed_streams
     from marra.scenarios import make_scenario
 
     console = console or Console()
@@ -52,16 +52,7 @@ def demo_simulation(
             realisation = scenario.realise(network, seed_streams(seed)[1])
             runs.append(method.run_episode(network, realisation, steps, tau=0.1))
         summary[method.label] = {
-            key: float(np.mean([run[key] for run in runs]))
-            for key in (
-                "mae",
-                "gini",
-                "coverage_gini",
-                "mre_normalised",
-                "minima_shortfall",
-                "moved",
-                "decision_seconds",
-            )
+            key: float(np.mean([run[key] for run in runs])) for key in CORE_METRICS
         }
     table = Table(
         title=f"shifting+shock, {steps} steps, {seeds} seeds, at most {budget:g} staff moved per "

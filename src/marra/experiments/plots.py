@@ -87,6 +87,23 @@ def draw_metric(
     return seeds
 
 
+def _finish(fig: Any, axes: Any, title: str, path: Path) -> Path:
+    """Shared legend above the panels, the title, an atomic save."""
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=min(len(labels), 6),
+        bbox_to_anchor=(0.5, 1.02),
+        frameon=False,
+    )
+    fig.suptitle(title, y=1.08)
+    _save(fig, path)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_metric(frame: Any, metric: str, path: str | Path, *, title: str | None = None) -> Path:
     """One PNG for ``metric``: one panel per scenario, one line per method."""
     plt = _pyplot()
@@ -98,23 +115,8 @@ def plot_metric(frame: Any, metric: str, path: str | Path, *, title: str | None 
     for ax, scenario in zip(axes[0], scenarios, strict=True):
         seeds = draw_metric(ax, frame[frame["scenario"] == scenario], metric, colours, methods)
         ax.set_title(f"{scenario}")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=min(len(labels), 6),
-        bbox_to_anchor=(0.5, 1.02),
-        frameon=False,
-    )
-    fig.suptitle(
-        (title or METRIC_LABELS.get(metric, metric)) + f" — mean ± 1 std over {seeds} seeds",
-        y=1.08,
-    )
-    out = Path(path)
-    _save(fig, out)
-    plt.close(fig)
-    return out
+    title = (title or METRIC_LABELS.get(metric, metric)) + f" — mean ± 1 std over {seeds} seeds"
+    return _finish(fig, axes, title, Path(path))
 
 
 def plot_panels(frame: Any, metrics: Sequence[str], path: str | Path, *, title: str) -> Path:
@@ -127,20 +129,7 @@ def plot_panels(frame: Any, metrics: Sequence[str], path: str | Path, *, title: 
     for ax, metric in zip(axes[0], metrics, strict=True):
         seeds = max(seeds, draw_metric(ax, frame, metric, colours, methods))
         ax.set_title(METRIC_LABELS.get(metric, metric))
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=min(len(labels), 6),
-        bbox_to_anchor=(0.5, 1.02),
-        frameon=False,
-    )
-    fig.suptitle(f"{title} — mean ± 1 std over {seeds} runs", y=1.08)
-    out = Path(path)
-    _save(fig, out)
-    plt.close(fig)
-    return out
+    return _finish(fig, axes, f"{title} — mean ± 1 std over {seeds} runs", Path(path))
 
 
 def plot_run(folder: str | Path, metrics: Sequence[str] = ("mae", "gini")) -> list[Path]:

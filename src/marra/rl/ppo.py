@@ -356,6 +356,21 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
+def build_agent(obs_dim: int, config: PPOConfig) -> ActorCritic:
+    """The actor-critic that ``config`` describes, for observations of ``obs_dim`` features."""
+    return ActorCritic(
+        obs_dim,
+        actor_hidden=config.actor_hidden,
+        critic=config.critic,
+        critic_encoder_hidden=config.critic_encoder_hidden,
+        critic_hidden=config.critic_hidden,
+        init_log_std=config.init_log_std,
+        norm_value=config.norm_value,
+        activation=config.activation,
+        per_agent_value=config.reward_mode == "agent",
+    )
+
+
 def _env_arguments(config: PPOConfig, env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     kwargs = dict(env_kwargs or {})
     for key, value in (("num_envs", config.num_envs), ("device", config.device)):
@@ -512,17 +527,7 @@ def train(
         np.random.seed(config.seed % 2**32)
         random.seed(config.seed)
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        agent = ActorCritic(
-            int(env.obs_dim),
-            actor_hidden=config.actor_hidden,
-            critic=config.critic,
-            critic_encoder_hidden=config.critic_encoder_hidden,
-            critic_hidden=config.critic_hidden,
-            init_log_std=config.init_log_std,
-            norm_value=config.norm_value,
-            activation=config.activation,
-            per_agent_value=config.reward_mode == "agent",
-        ).to(config.device)
+        agent = build_agent(int(env.obs_dim), config).to(config.device)
         optimizer = torch.optim.Adam(
             [
                 {"params": agent.actor.parameters(), "lr": config.learning_rate},
