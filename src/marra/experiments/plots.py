@@ -78,7 +78,7 @@ def draw_metric(
             stats["mean"] - stats["std"],
             stats["mean"] + stats["std"],
             color=colour,
-            alpha=0.15,
+            alpha=0.10,
             linewidth=0,
         )
     ax.set_xlabel("step")
@@ -88,17 +88,18 @@ def draw_metric(
 
 
 def _finish(fig: Any, axes: Any, title: str, path: Path) -> Path:
-    """Shared legend above the panels, the title, an atomic save."""
+    """Title above, one shared legend below the panels, an atomic save."""
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(
         handles,
         labels,
         loc="upper center",
         ncol=min(len(labels), 6),
-        bbox_to_anchor=(0.5, 1.02),
+        bbox_to_anchor=(0.5, 0.0),
         frameon=False,
     )
-    fig.suptitle(title, y=1.08)
+    fig.suptitle(title)
+    fig.tight_layout()
     _save(fig, path)
     _pyplot().close(fig)
     return path
