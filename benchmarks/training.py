@@ -253,7 +253,11 @@ def marra_throughput(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> di
 def _actor_from_checkpoint(path: Path, config: PPOConfig) -> LearnedPolicy:
     state = load_checkpoint(path)["model"]
     actor = SharedActor(
-        HospitalEnv.obs_dim, config.actor_hidden, config.init_log_std, config.activation
+        HospitalEnv.obs_dim,
+        config.actor_hidden,
+        config.init_log_std,
+        config.activation,
+        obs_norm=config.obs_norm,
     )
     actor.load_state_dict({k[len("actor.") :]: v for k, v in state.items() if k[:6] == "actor."})
     return LearnedPolicy(actor, action_scale=config.action_scale)

@@ -24,7 +24,7 @@ from marra.rl import (
     load_policy,
     train,
 )
-from marra.rl.networks import CentralCritic, SharedActor
+from marra.rl.networks import CentralCritic, RunningNorm, SharedActor
 from marra.rl.policy import save_policy
 
 SMALL_ENV = {"n_hospitals": 10, "horizon": 10, "scenario": "shifting"}
@@ -383,3 +383,60 @@ def test_stand_in_env_trains_through_make_env(tmp_path):
     result = train(SMALL.replace(total_steps=40), {"horizon": 5}, out_dir=tmp_path,
                    make_env=StandInEnv, progress=False)  # fmt: skip
     assert result.iterations == 2 and "mae" in result.final
+
+
+# --------------------------------------------------------------------------- observation norm
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+    seed=st.integers(0, 2**31 - 1),
+    shift=st.floats(-50, 50),
+)
+def test_running_norm_merges_batches_exactly(sizes, seed, shift):
+    generator = torch.Generator().manual_seed(seed)
+    batches = [shift + 3.0 * torch.randn(k, 4, 3, generator=generator) for k in sizes]
+    norm = RunningNorm(3)
+    for batch in batches:
+        norm.update(batch)
+    rows = torch.cat(batches).reshape(-1, 3).double()
+    assert norm.count.item() == rows.shape[0]
+    torch.testing.assert_close(norm.mean, rows.mean(0), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(norm.var, rows.var(0, correction=0), rtol=1e-9, atol=1e-9)
+    scaled = norm(rows.float())
+    assert scaled.abs().max() <= norm.clip
+    expected = (rows - rows.mean(0)) / torch.sqrt(rows.var(0, correction=0) + norm.floor**2)
+    torch.testing.assert_close(scaled, expected.clamp(-10, 10).float(), rtol=1e-4, atol=1e-4)
+
+
+def test_running_norm_hand_worked_case_and_disabled_identity():
+    norm = RunningNorm(1, floor=0.0)
+    norm.update(torch.tensor([[1.0], [3.0]]))
+    norm.update(torch.tensor([[5.0], [7.0]]))  # all four: mean 4, variance (9+1+1+9)/4 = 5
+    assert norm.mean.item() == 4.0 and norm.var.item() == 5.0
+    assert norm(torch.tensor([[4.0 + 5.0**0.5]])).item() == pytest.approx(1.0)
+    off = RunningNorm(2, enabled=False)
+    off.update(torch.ones(3, 2))
+    x = torch.randn(5, 2)
+    assert off.count.item() == 0 and torch.equal(off(x), x)
+
+
+def test_obs_norm_statistics_train_and_travel_in_the_policy_file(tmp_path):
+    config = SMALL.replace(obs_norm=True, total_steps=80)
+    result = train(config, SMALL_ENV, out_dir=tmp_path, progress=False)
+    norm = result.agent.actor.obs_norm
+    # the first reset's observations, then two iterations of 4 copies x 10 steps x 10 hospitals
+    assert norm.enabled and norm.count.item() == 4 * 10 + 2 * 4 * 10 * 10
+    policy = load_policy(result.policy_path)
+    assert policy.actor.obs_norm.enabled
+    obs = HospitalEnv(n_hospitals=30, num_envs=2, horizon=5, seed=2).reset()
+    expected = config.action_scale * result.agent.actor(obs)
+    torch.testing.assert_close(policy.act(obs), expected.detach())
+
+
+def test_policy_file_without_obs_norm_entry_loads_as_unnormalised(policy_file):
+    data = torch.load(policy_file, weights_only=True)
+    del data["actor"]["obs_norm"]
+    for key in [k for k in data["actor"]["state_dict"] if k.startswith("obs_norm.")]:
+        del data["actor"]["state_dict"][key]
+    torch.save(data, policy_file)
+    assert not load_policy(policy_file).actor.obs_norm.enabled

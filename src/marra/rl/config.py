@@ -81,6 +81,12 @@ class PPOConfig:
     """Gradient-norm clip, applied to the actor's and the critic's gradients separately."""
     norm_adv: bool = True
     """Normalise the team advantages of each rollout to mean 0, std 1."""
+    obs_norm: bool = True
+    """Normalise each observation feature by running statistics (:class:`RunningNorm`, part of
+    the actor and of the saved policy), updated after every iteration's update. The gap
+    ``(c - t) / s`` that tracking depends on is of order 0.03 next to features of order 1;
+    measured (shifting, n = 150, seed 1, 400,000 env-steps, held-out MAE): 1.29 without,
+    1.06 with (budgeted QP 0.955)."""
     norm_value: bool = True
     """Learn the value in normalised units (running mean/std of the returns, as MAPPO does),
     so the critic copes with reward scales that differ by orders of magnitude (eta, ablations)."""
@@ -103,8 +109,10 @@ class PPOConfig:
     per-hospital value MLP together with ``critic_hidden`` (local critic)."""
     critic_hidden: tuple[int, ...] = (32,)
     """Hidden widths of the critic's MLP after pooling (central) / after the encoder (local)."""
-    init_log_std: float = -1.0
-    """Initial log standard deviation of the Gaussian policy (learned, state-independent)."""
+    init_log_std: float = -1.5
+    """Initial log standard deviation of the Gaussian policy (learned, state-independent):
+    exp(-1.5) x ``action_scale`` = 2.2 staff of exploration noise at the start. Measured as
+    for ``obs_norm``: 1.06 with -1.0, 1.04 with -1.5 (reached at 320,000 env-steps)."""
     action_scale: float = 10.0
     """Staff units per unit of policy output: the environment receives ``action_scale * a``.
     The default matches the typical gap |t - c| of the default network (about 10 staff)."""

@@ -24,6 +24,7 @@ from torch import nn
 
 __all__ = [
     "SharedActor",
+    "RunningNorm",
     "CentralCritic",
     "LocalCritic",
     "ActorCritic",
@@ -74,11 +75,65 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
     return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - _LOG_SQRT_2PI
 
 
+class RunningNorm(nn.Module):
+    """Per-feature running mean and variance of observations, ``x -> clip((x - mu) / sd, +-c)``.
+
+    The statistics are float64 buffers (so checkpoints and policy files hold them), pooled over
+    every hospital row seen (one set of statistics per feature, shared by all hospitals, so the
+    policy still runs on any n). ``update`` merges a batch with the parallel-variance formula
+    (Chan, Golub and LeVeque); ``sd = sqrt(var + floor^2)`` keeps near-constant features (the
+    budget, the time left at one step) from being blown up. With ``enabled=False`` the map is
+    the identity, ``update`` does nothing and the buffers are not part of the state dict.
+
+    Why: the feature that matters most for tracking, the gap ``(c - t) / s``, is of order 0.03
+    once targets are nearly met, next to features of order 1; scaled to unit variance it is as
+    visible to the first layer as the others (``docs/environment.md``).
+    """
+
+    def __init__(self, dim: int, enabled: bool = True, clip: float = 10.0, floor: float = 1e-2):
+        super().__init__()
+        self.enabled = bool(enabled)
+        self.clip = float(clip)
+        self.floor = float(floor)
+        # only an enabled normaliser is saved: policy files without one load unchanged
+        keep = self.enabled
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64), persistent=keep)
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64), persistent=keep)
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64), persistent=keep)
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        """Merge ``batch (..., dim)`` into the statistics."""
+        if not self.enabled:
+            return
+        rows = batch.detach().reshape(-1, batch.shape[-1]).to(torch.float64)
+        k = float(rows.shape[0])
+        if k == 0:
+            return
+        batch_mean = rows.mean(dim=0)
+        batch_var = rows.var(dim=0, correction=0)
+        total = self.count + k
+        delta = batch_mean - self.mean
+        self.mean.add_(delta * (k / total))
+        merged = self.var * self.count + batch_var * k + delta**2 * (self.count * k / total)
+        self.var.copy_(merged / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return obs
+        sd = torch.sqrt(self.var + self.floor**2)
+        scaled = (obs - self.mean.to(obs.dtype)) / sd.to(obs.dtype)
+        return scaled.clamp(-self.clip, self.clip)
+
+
 class SharedActor(nn.Module):
     """pi_theta(a_i | o_i) = N(mu_theta(o_i), sigma^2), the same theta for every hospital i.
 
     ``forward(obs (..., n, obs_dim)) -> mean (..., n)`` in policy units; sigma = exp(log_std) is
     one learned scalar (state-independent). The environment receives ``action_scale * a``.
+    With ``obs_norm`` the raw observation first goes through :class:`RunningNorm` (its
+    statistics are part of the actor, so a saved policy normalises exactly as in training).
     """
 
     def __init__(
@@ -87,16 +142,18 @@ class SharedActor(nn.Module):
         hidden: tuple[int, ...] = (64, 64),
         init_log_std: float = 0.0,
         activation: str = "relu",
+        obs_norm: bool = False,
     ):
         super().__init__()
         self.obs_dim = int(obs_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
+        self.obs_norm = RunningNorm(self.obs_dim, enabled=obs_norm)
         self.mean_net = mlp(self.obs_dim, self.hidden, 1, out_gain=0.01, activation=activation)
         self.log_std = nn.Parameter(torch.full((1,), float(init_log_std)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mean_net(obs).squeeze(-1)
+        return self.mean_net(self.obs_norm(obs)).squeeze(-1)
 
     def sample(
         self, obs: torch.Tensor, generator: torch.Generator | None = None
@@ -244,15 +301,21 @@ class ActorCritic(nn.Module):
         norm_value: bool = True,
         activation: str = "relu",
         per_agent_value: bool = False,
+        obs_norm: bool = False,
     ):
         super().__init__()
-        self.actor = SharedActor(obs_dim, actor_hidden, init_log_std, activation)
+        self.actor = SharedActor(obs_dim, actor_hidden, init_log_std, activation, obs_norm)
         critic_cls = {"central": CentralCritic, "local": LocalCritic}[critic]
         self.critic = critic_cls(
             obs_dim, critic_encoder_hidden, critic_hidden, activation, per_agent=per_agent_value
         )
         self.value_norm = ValueNormalizer(enabled=norm_value)
 
+    def critic_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The critic on raw ``obs``, normalised by the actor's :class:`RunningNorm` (the
+        identity without ``obs_norm``); normalised value units."""
+        return self.critic(self.actor.obs_norm(obs))
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) in reward units, ``(...,)`` (``(..., n)`` with ``per_agent_value``)."""
-        return self.value_norm.denormalize(self.critic(obs))
+        return self.value_norm.denormalize(self.critic_value(obs))

@@ -121,6 +121,7 @@ def save_policy(
                 "obs_dim": actor.obs_dim,
                 "hidden": list(actor.hidden),
                 "activation": actor.activation,
+                "obs_norm": actor.obs_norm.enabled,
                 "action_scale": float(action_scale),
                 "state_dict": state_dict,
             },
@@ -163,6 +164,7 @@ def load_policy(path: str | os.PathLike[str]) -> LearnedPolicy:
             int(spec["obs_dim"]),
             tuple(int(h) for h in spec["hidden"]),
             activation=str(spec["activation"]),
+            obs_norm=bool(spec.get("obs_norm", False)),
         )
         actor.load_state_dict(spec["state_dict"])
         action_scale = float(spec["action_scale"])

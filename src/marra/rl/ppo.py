@@ -159,14 +159,20 @@ def collect_rollout(
     generator: torch.Generator,
     seed: int | None,
     agent_rewards: bool = False,
+    warm_obs_norm: bool = False,
 ) -> Rollout:
     """Reset every copy of ``env`` with ``seed``, run the stochastic policy for ``env.horizon``
     steps and record what PPO needs. The last step ends every episode (``dones[-1] = 1``).
 
     With ``agent_rewards`` each hospital's reward is ``info["agent_reward"]`` ``(E, n)`` (the
     team reward for every hospital when the environment has none) and ``agent.critic`` must give
-    one value per hospital; values, rewards and dones are then ``(T, E, n)``."""
+    one value per hospital; values, rewards and dones are then ``(T, E, n)``.
+
+    With ``warm_obs_norm`` the actor's observation statistics first take in the reset
+    observations (the first iteration of a run, so it does not act on unnormalised inputs)."""
     obs = env.reset(seed=seed)
+    if warm_obs_norm:
+        agent.actor.obs_norm.update(obs)
     horizon, (num_envs, n, obs_dim) = int(env.horizon), obs.shape
     obs_buf = torch.empty((horizon, num_envs, n, obs_dim), dtype=obs.dtype, device=obs.device)
     actions = torch.empty((horizon, num_envs, n), device=obs.device)
@@ -181,7 +187,7 @@ def collect_rollout(
     for t in range(horizon):
         obs_buf[t] = obs
         action, log_prob = agent.actor.sample(obs, generator)
-        values[t] = agent.critic(obs)  # normalised units; mapped back once, after the loop
+        values[t] = agent.critic_value(obs)  # normalised units; mapped back once, after the loop
         obs, reward, terminated, truncated, info = env.step(action_scale * action)
         actions[t], log_probs[t], team_return = action, log_prob, team_return + reward
         done = torch.logical_or(terminated, truncated).to(dones.dtype)
@@ -290,7 +296,7 @@ def ppo_update(
             clipped = team_advantage * ratio.clamp(1.0 - config.clip_coef, 1.0 + config.clip_coef)
             policy_loss = -torch.min(surrogate, clipped).mean()
             # critic regression onto the returns, paper 000 Eq. (7)
-            value_loss = 0.5 * ((agent.critic(obs[idx]) - value_targets[idx]) ** 2).mean()
+            value_loss = 0.5 * ((agent.critic_value(obs[idx]) - value_targets[idx]) ** 2).mean()
             loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -368,6 +374,7 @@ def build_agent(obs_dim: int, config: PPOConfig) -> ActorCritic:
         norm_value=config.norm_value,
         activation=config.activation,
         per_agent_value=config.reward_mode == "agent",
+        obs_norm=config.obs_norm,
     )
 
 
@@ -574,6 +581,7 @@ def train(
                     generator=generator,
                     seed=episode_seed(config.seed, iteration),
                     agent_rewards=config.reward_mode == "agent",
+                    warm_obs_norm=iteration == 1,
                 )
                 _check_rollout(rollout, iteration)
                 advantages, returns = compute_gae(
@@ -593,6 +601,9 @@ def train(
                         f"iteration {iteration}: {exc}; the checkpoint in {str(out_dir)!r} "
                         "(if any) is from before the failure and no policy file was written"
                     ) from exc
+                # observation statistics change between iterations only, never inside one:
+                # the update above saw the normalisation the rollout was collected with
+                agent.actor.obs_norm.update(rollout.obs)
                 env_steps += steps_per_iteration
                 session_steps += steps_per_iteration
                 now = time.perf_counter()
