@@ -108,7 +108,8 @@ def test_training_benchmark_compares_both_learners_on_the_same_evaluation_set(
     completed = subprocess.run(
         [sys.executable, str(TRAINING_SCRIPT), "--quick", "--cap-seconds", "1"]
         + ["--throughput-steps", "800", "--sb3-n-steps", "32", "--eval-every", "800"]
-        + ["--eval-episodes", "4", "--out", str(out)],
+        + ["--eval-episodes", "4", "--sb3-cap-seconds", "2", "--sb3-total-steps", "512"]
+        + ["--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -135,6 +136,12 @@ def test_training_benchmark_compares_both_learners_on_the_same_evaluation_set(
         assert ttq["reached"] == (ttq["best_mae"] <= evaluation["target_mae"])
         assert report[side]["parameters"]["total"] > 0
     assert report["sb3"]["settings"]["n_steps"] == 32
+    # SB3's own cap and budget: it never runs past 512 env-steps, marra keeps its budget
+    meta = report["meta"]
+    assert meta["sb3_cap_seconds"] == 2 and meta["sb3_total_steps"] == 512
+    assert report["sb3"]["time_to_quality"]["cap_seconds"] == 2
+    assert report["sb3"]["time_to_quality"]["env_steps_at_stop"] <= 512
+    assert report["marra"]["time_to_quality"]["cap_seconds"] == 1
     # marra's policy scored one episode at a time through PolicyMethod agrees with the batch
     assert report["marra"]["time_to_quality"]["crosscheck"]["agree"] is True
     ratio = report["ratios"]["throughput_marra_over_sb3"]
