@@ -91,7 +91,6 @@ from marra.experiments.policy_method import PolicyMethod
 from marra.experiments.simulate import ClassicalMethod
 from marra.network import atomic_write_text
 from marra.rl import PPOConfig, load_checkpoint, save_policy, train
-from marra.rl.networks import SharedActor
 from marra.rl.policy import LearnedPolicy
 from marra.rl.ppo import build_agent
 
@@ -255,16 +254,9 @@ def marra_throughput(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> di
 
 
 def _actor_from_checkpoint(path: Path, config: PPOConfig) -> LearnedPolicy:
-    state = load_checkpoint(path)["model"]
-    actor = SharedActor(
-        HospitalEnv.obs_dim,
-        config.actor_hidden,
-        config.init_log_std,
-        config.activation,
-        obs_norm=config.obs_norm,
-    )
-    actor.load_state_dict({k[len("actor.") :]: v for k, v in state.items() if k[:6] == "actor."})
-    return LearnedPolicy(actor, action_scale=config.action_scale)
+    agent = build_agent(HospitalEnv.obs_dim, config)  # the architecture train() builds
+    agent.load_state_dict(load_checkpoint(path)["model"])
+    return LearnedPolicy(agent.actor, action_scale=config.action_scale)
 
 
 def marra_time_to_quality(
