@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from marra.network import HospitalNetwork
+    from marra.hospital.network import HospitalNetwork
 
 __all__ = [
     "MetricError",

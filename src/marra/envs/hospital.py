@@ -11,7 +11,7 @@ Timeline of one step ``t`` (0-based) of a copy:
 
 1. the events of step ``t`` have already happened (they are applied when the previous step ends,
    or by ``reset`` for ``t = 0``): targets become ``target[t]``, minima ``minimum[t]``, and every
-   shock scheduled at ``t`` removes staff from its hospital (``marra.scenarios.apply_shock``:
+   shock scheduled at ``t`` removes staff from its hospital (``apply_shock``:
    ``max(0, min(floor(fraction * c), c - m))``; they leave the system);
    the observation the agents see shows this state, ``c``;
 2. the agents act: ``action`` ``(num_envs, n)``, in staff units, > 0 asks to receive, < 0 offers;
@@ -33,8 +33,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from marra.network import HospitalNetwork, generate_network
-from marra.scenarios import Scenario, apply_shock, make_scenario
+from marra.hospital.network import HospitalNetwork, generate_network
+from marra.hospital.scenarios import Scenario, apply_shock, make_scenario
 
 __all__ = [
     "HospitalEnv",
@@ -183,8 +183,9 @@ class HospitalEnv:
         n_hospitals: hospitals per copy when ``network`` is None (default 150); when a network
             is given it must be None or equal to ``network.n``.
         num_envs: copies stepped at once.
-        scenario: a :class:`~marra.scenarios.Scenario` or a spec for
-            :func:`~marra.scenarios.make_scenario` (``"static"``, ``"shifting"``, ``"shock"``,
+        scenario: a :class:`~marra.hospital.scenarios.Scenario` or a spec for
+            :func:`~marra.hospital.scenarios.make_scenario` (``"static"``, ``"shifting"``,
+            ``"shock"``,
             ``"shifting+shock"``, ...). Each copy draws its own realisation at every reset.
         horizon: steps per episode (default 50, paper 000 section 4.1); with a Scenario object
             the scenario's horizon is used and a different value is an error.

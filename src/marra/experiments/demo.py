@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from marra.network import HospitalNetwork
+from marra.hospital.network import HospitalNetwork
 
 
 def demo_methods(network: HospitalNetwork) -> tuple[list[Any], float]:
@@ -40,7 +40,7 @@ def demo_simulation(
     from rich.table import Table
 
     from marra.experiments.simulate import CORE_METRICS, seed_streams
-    from marra.scenarios import make_scenario
+    from marra.hospital.scenarios import make_scenario
 
     console = console or Console()
     methods, budget = demo_methods(network)

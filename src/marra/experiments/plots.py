@@ -6,10 +6,11 @@ over seeds (the number of seeds is printed in the title).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from marra._io import atomic_savefig
 
 METRIC_LABELS = {
     "mae": "MAE to target (paper 000 Eq. 8)",
@@ -36,15 +37,8 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Save atomically: render to a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Save atomically (:func:`marra._io.atomic_savefig`)."""
+    atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _colours(methods: Sequence[str]) -> dict[str, Any]:

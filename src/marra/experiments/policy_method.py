@@ -2,7 +2,7 @@
 
 The policy acts through the batched environment (:class:`marra.envs.hospital.HospitalEnv`), the
 one implementation of the clearing rule, on exactly the scenario draw the classical methods see:
-the episode's :class:`~marra.scenarios.Realisation` is handed to the environment unchanged.
+the episode's :class:`~marra.hospital.scenarios.Realisation` is handed to the environment unchanged.
 Metrics are computed by :func:`marra.metrics.report` as for every other method.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from marra.experiments.simulate import network_at
+from marra.hospital.network import HospitalNetwork
+from marra.hospital.scenarios import Realisation, Scenario
 from marra.metrics import report
-from marra.network import HospitalNetwork
-from marra.scenarios import Realisation, Scenario
 
 #: File name of the policy shipped as package data. It is the shifting-targets agent of the full
 #: ``marra reproduce paper000`` run, i.e. exactly what this command makes (same seed, same result):

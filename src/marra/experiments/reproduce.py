@@ -276,7 +276,7 @@ def write_summary(
     frame: Any, path: Path, *, config: ReproduceConfig, wall_s: float, quick: bool
 ) -> Path:
     """``summary.md``: a table per scenario (mean ± std over seeds of per-run means)."""
-    from marra.network import atomic_write_text
+    from marra._io import atomic_write_text
 
     T = config.horizon
     lines = [

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from marra.network import atomic_write_text
+from marra._io import atomic_write_text
 
 RESULT_COLUMNS = ("method", "scenario", "seed", "step", "metric", "value")
 

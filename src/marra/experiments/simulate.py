@@ -1,6 +1,7 @@
 """Run strategies over a scenario for many seeds and store tidy results.
 
-The loop for one episode (paper 000 section 4.1; timeline of :mod:`marra.scenarios`): at the
+The loop for one episode (paper 000 section 4.1; timeline of :mod:`marra.hospital.scenarios`):
+at the
 start of step ``t`` the scenario's events happen (targets shift, a shock removes staff), the method
 decides a new allocation for the network as it now is (under the transfer budget when one is
 given), and the metrics of step ``t`` are recorded for that allocation against ``target[t]``.
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from marra._io import atomic_write_text
 from marra.experiments.results import (
     ResultsError,
     config_fingerprint,
@@ -31,8 +33,8 @@ from marra.experiments.results import (
     rows_to_csv_text,
     write_manifest,
 )
+from marra.hospital.network import HospitalNetwork, generate_network
 from marra.metrics import report
-from marra.network import HospitalNetwork, atomic_write_text, generate_network
 
 #: Metrics every simulation records per step (plus every key of :func:`marra.metrics.report`).
 CORE_METRICS = (
@@ -89,7 +91,7 @@ def play_episode(
     Returns metric name -> values of shape ``(steps,)``: every key of
     :func:`marra.metrics.report`, plus ``decision_seconds`` and ``total_staff``.
     """
-    from marra.scenarios import apply_events
+    from marra.hospital.scenarios import apply_events
 
     current = np.array(network.current, dtype=np.float64)
     series: dict[str, list[float]] = {}
@@ -110,7 +112,7 @@ def play_episode(
 
 @dataclass(frozen=True)
 class ClassicalMethod:
-    """A classical strategy of :mod:`marra.strategies`, re-planning at every step.
+    """A classical strategy of :mod:`marra.hospital.strategies`, re-planning at every step.
 
     ``shortfall=True`` always: a simulation must go on even when a shock leaves too few staff
     for every minimum.
@@ -131,7 +133,7 @@ class ClassicalMethod:
         return f"{self.strategy} (B={self.transfer_budget:g})"
 
     def decide(self, network: HospitalNetwork) -> np.ndarray:
-        from marra.strategies import allocate
+        from marra.hospital.strategies import allocate
 
         return allocate(
             network,
@@ -215,7 +217,7 @@ def run_simulation(
         SimulationError: when ``out_dir`` holds a run with a different configuration, or the
             arguments are invalid.
     """
-    from marra.scenarios import make_scenario
+    from marra.hospital.scenarios import make_scenario
 
     if spec.steps < 1:
         raise SimulationError(f"steps: must be at least 1, got {spec.steps}")

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 import marra
+from marra._io import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -46,24 +46,6 @@ _CHECKPOINT_KIND = "marra-ppo-checkpoint"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that belongs to a different run."""
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: readers
-    never see a half-written file, and a failure leaves any previous file untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:

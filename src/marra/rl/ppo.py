@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from marra._io import atomic_write_text
 from marra.envs.hospital import HospitalEnv
 from marra.metrics import gini
-from marra.network import atomic_write_text
 
 from .checkpoint import (
     CheckpointError,

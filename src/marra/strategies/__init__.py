@@ -1,57 +1,16 @@
-"""Classical allocation strategies, integer rounding and transfer plans.
+"""Alias of :mod:`marra.hospital.strategies` (moved into the hospital domain package).
 
-Every allocator is called the same way, ``allocate(network, strategy, *, transfer_budget=None,
-integer=True, shortfall=False, **options) -> y``; ``plan(network, y)`` then says who sends how
-many staff to whom. Definitions and formulas: ``docs/strategies.md``.
+``marra.strategies`` and its submodules are the very module objects of
+``marra.hospital.strategies``, so classes and errors compare identical under both names.
 """
 
-from marra.strategies.allocators import (
-    DEFAULT_BRACKETS,
-    STRATEGIES,
-    WEIGHTS,
-    Allocator,
-    GreedyAllocator,
-    HoldAllocator,
-    HybridAllocator,
-    NashWelfareAllocator,
-    QPAllocator,
-    StrategyOptionError,
-    TaxationAllocator,
-    allocate,
-    get_strategy,
-    progressive_tax,
-    shortfall_spread,
-    water_fill,
-)
-from marra.strategies.integer import (
-    quadratic_marginal_cost,
-    round_largest_remainder,
-    round_separable_convex,
-)
-from marra.strategies.transfer_plan import Plan, haversine_km, plan, write_plan_csv
+import importlib
+import sys
 
-__all__ = [
-    "DEFAULT_BRACKETS",
-    "STRATEGIES",
-    "WEIGHTS",
-    "Allocator",
-    "GreedyAllocator",
-    "HoldAllocator",
-    "HybridAllocator",
-    "NashWelfareAllocator",
-    "QPAllocator",
-    "StrategyOptionError",
-    "TaxationAllocator",
-    "allocate",
-    "get_strategy",
-    "progressive_tax",
-    "quadratic_marginal_cost",
-    "round_largest_remainder",
-    "round_separable_convex",
-    "shortfall_spread",
-    "water_fill",
-    "Plan",
-    "haversine_km",
-    "plan",
-    "write_plan_csv",
-]
+from marra.hospital import strategies as _strategies
+
+for _name in ("allocators", "integer", "transfer_plan"):
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(
+        f"marra.hospital.strategies.{_name}"
+    )
+sys.modules[__name__] = _strategies

@@ -72,7 +72,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from marra.network import HospitalNetwork, atomic_write_text
+from marra._io import atomic_write_text
+from marra.hospital.network import HospitalNetwork
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -1,10 +1,4 @@
-"""The ``marra`` command: thin Typer front end over the library layers.
-
-Exit codes: 0 success; 2 bad input or usage (one line on stderr naming the field and row); 3 the
-minima cannot be met (infeasible) and ``--shortfall`` was not given. Heavy libraries (pandas,
-matplotlib, torch) are imported inside the commands that need them, so ``marra recommend``
-starts fast.
-"""
+"""Commands of the hospital domain: recommend, demo, simulate, plot, reproduce."""
 
 from __future__ import annotations
 
@@ -12,26 +6,21 @@ import json
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    name="marra",
-    help="Multi-Agent Resource Re-Allocation: move scarce staff between cooperating sites.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from marra.cli._app import (
+    EXIT_INFEASIBLE,
+    _fail,
+    _fmt,
+    _load_network,
+    _num,
+    app,
+    console,
 )
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False)
-
-EXIT_BAD_INPUT = 2
-EXIT_INFEASIBLE = 3
 
 STRATEGY_HELP = {
     "qp": "quadratic programme: minimise sum (y-t)^2 with minima and capacities (exact)",
@@ -56,52 +45,6 @@ TABLE_METRICS = (
     ("minima_shortfall", "staff missing below minima"),
     ("moved", "staff moved"),
 )
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    """Print one line on stderr and return the exit to raise."""
-    err_console.print(f"error: {message}", soft_wrap=True, markup=False)
-    return typer.Exit(code)
-
-
-def _num(value: float) -> int | float:
-    """A JSON-friendly number: int when whole, float otherwise, None for non-finite."""
-    value = float(value)
-    if not math.isfinite(value):
-        return None  # type: ignore[return-value]
-    return int(value) if value.is_integer() else round(value, 9)
-
-
-def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
-    for w in caught:
-        err_console.print(f"warning: {w.message}", soft_wrap=True, markup=False)
-
-
-def _load_network(path: Path, *, integer: bool) -> Any:
-    from marra.network import HospitalNetwork, NetworkError
-
-    if not path.exists():
-        raise _fail(f"{path}: file not found")
-    if path.is_dir():
-        raise _fail(f"{path}: is a folder, expected a CSV file")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            network = HospitalNetwork.from_csv(path, integer=integer)
-    except NetworkError as exc:
-        raise _fail(str(exc)) from None
-    except UnicodeDecodeError as exc:
-        raise _fail(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
-    _show_warnings(caught)
-    return network
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:,.{digits}f}"
 
 
 @app.command()
@@ -133,9 +76,9 @@ def recommend(
     ] = "none",
 ) -> None:
     """Recommend who should lend how many staff to whom, with before/after metrics."""
+    from marra.hospital.network import InfeasibleError, NetworkError
+    from marra.hospital.strategies import STRATEGIES, allocate, plan, write_plan_csv
     from marra.metrics import mre, report
-    from marra.network import InfeasibleError, NetworkError
-    from marra.strategies import STRATEGIES, allocate, plan, write_plan_csv
 
     if strategy not in STRATEGIES:
         raise _fail(
@@ -288,9 +231,9 @@ def demo(
     ] = 50,
 ) -> None:
     """Compare every strategy on the built-in network of 150 hospitals."""
+    from marra.hospital.network import default_network
+    from marra.hospital.strategies import STRATEGIES, allocate, plan
     from marra.metrics import report
-    from marra.network import default_network
-    from marra.strategies import STRATEGIES, allocate, plan
 
     network = default_network()
     console.print(
@@ -357,7 +300,7 @@ def demo(
 def _parse_methods(strategies: list[str], budget: float | None, integer: bool) -> list[Any]:
     """Turn ``--strategy`` values into methods: classical names or ``policy:PATH``."""
     from marra.experiments.simulate import ClassicalMethod
-    from marra.strategies import STRATEGIES
+    from marra.hospital.strategies import STRATEGIES
 
     methods: list[Any] = []
     for value in strategies:
@@ -503,104 +446,6 @@ def plot(
     console.print("plots: " + ", ".join(str(p) for p in written))
 
 
-REWARD_TERMS = ("target", "minima", "fairness")
-
-
-def _parse_reward_terms(value: str) -> dict[str, float]:
-    """``"target,minima"`` -> weights with the unnamed terms switched off (paper 000 Fig. 2)."""
-    terms = [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in terms if t not in REWARD_TERMS]
-    if unknown or not terms:
-        raise _fail(
-            f"--reward-terms: unknown term {unknown[0]!r}; "
-            if unknown
-            else f"--reward-terms: empty; use a comma list of {', '.join(REWARD_TERMS)}"
-        )
-    return {term: 1.0 if term in terms else 0.0 for term in REWARD_TERMS}
-
-
-@app.command()
-def train(
-    scenario: Annotated[str, typer.Option(help="scenario to train on")] = "shifting",
-    hospitals: Annotated[int, typer.Option(help="hospitals per random training network")] = 150,
-    network_file: Annotated[
-        Path | None, typer.Option("--network", help="train on this CSV network instead")
-    ] = None,
-    budget: Annotated[
-        float | None,
-        typer.Option(help="staff that may move per step (default: one per hospital)"),
-    ] = None,
-    steps: Annotated[int, typer.Option(help="environment steps (one copy, one step) to train")] = (
-        400_000
-    ),
-    seed: Annotated[int, typer.Option(help="seed of the whole run")] = 1,
-    reward_terms: Annotated[
-        str, typer.Option(help="reward terms of paper 000 Eq. 1 to keep (the ablation)")
-    ] = "target,minima,fairness",
-    horizon: Annotated[int, typer.Option(help="steps per episode T")] = 50,
-    num_envs: Annotated[int, typer.Option(help="environment copies stepped together")] = 16,
-    device: Annotated[str, typer.Option(help="torch device: cpu or cuda")] = "cpu",
-    out: Annotated[Path, typer.Option(help="run folder (policy.pt, logs, checkpoint)")] = Path(
-        "runs/train"
-    ),
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="start afresh even if --out holds a run")
-    ] = False,
-) -> None:
-    """Train the PPO agent of paper 000 (shared actor, centralised critic); write policy.pt."""
-    if steps < 1:
-        raise _fail(f"--steps: must be at least 1, got {steps}")
-    if hospitals < 1:
-        raise _fail(f"--hospitals: must be at least 1, got {hospitals}")
-    if budget is not None and (not math.isfinite(budget) or budget < 0):
-        raise _fail(f"--budget: must be a non-negative number, got {budget:g}")
-    if resume and overwrite:
-        raise _fail("--resume and --overwrite exclude each other")
-    weights = _parse_reward_terms(reward_terms)
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise _fail(f"--device {device}: CUDA is not available on this machine")
-    from marra.envs.hospital import RewardWeights
-    from marra.rl import PPOConfig, TrainingError
-    from marra.rl import train as run_training
-    from marra.rl.checkpoint import CheckpointError
-
-    network = None if network_file is None else _load_network(network_file, integer=False)
-    n = hospitals if network is None else network.n
-    env_kwargs: dict[str, Any] = {
-        "scenario": scenario,
-        "horizon": horizon,
-        "transfer_budget": float(n) if budget is None else float(budget),
-        "reward_weights": RewardWeights(**weights),
-    }
-    if network is None:
-        env_kwargs["n_hospitals"] = hospitals
-    else:
-        env_kwargs["network"] = network
-    try:
-        config = PPOConfig(total_steps=steps, seed=seed, num_envs=num_envs, device=device)
-        result = run_training(
-            config, env_kwargs, out_dir=out, resume=resume, overwrite=overwrite, progress=True
-        )
-    except (TrainingError, CheckpointError) as exc:
-        raise _fail(str(exc)) from None
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    final = result.final
-    console.print(
-        f"trained {result.env_steps:,} env-steps in {result.wall_s:.0f} s "
-        f"({result.steps_per_s:,.0f} steps/s); final MAE {final.get('mae', float('nan')):.3f}"
-    )
-    console.print(f"policy: {result.policy_path}; log: {result.log_path}")
-    console.print(
-        f"compare: marra simulate --scenario {scenario} --strategy policy:{result.policy_path} "
-        f"--strategy qp --budget {env_kwargs['transfer_budget']:g}"
-    )
-
-
 @app.command()
 def reproduce(
     paper: Annotated[str, typer.Argument(help="which paper: paper000")],
@@ -624,12 +469,3 @@ def _demo_simulation(network: Any, steps: int) -> None:
     from marra.experiments.demo import demo_simulation
 
     demo_simulation(network, steps=steps, console=console)
-
-
-def main() -> None:
-    """Entry point of the ``marra`` console script."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -19,7 +19,8 @@ and guarantees:
 - minima first under a budget: a budget too small to lift everyone to the minimum is spent
   entirely on the deficits below minimum (the total shortfall ``sum max(0, m - y)`` is the least
   any plan within the budget can reach); only a remaining budget serves the targets;
-- infeasible networks (``sum m > C``) raise :class:`~marra.network.InfeasibleError` stating the
+- infeasible networks (``sum m > C``) raise :class:`~marra.hospital.network.InfeasibleError`
+  stating the
   shortfall, unless ``shortfall=True``: then without a budget every re-planning strategy returns
   the *shortfall spread* ``y_i = m_i C / sum(m)`` (every hospital short of its minimum by the same
   fraction, nothing left for targets), and with a budget the budget moves what hospitals hold
@@ -58,7 +59,7 @@ holds for the separable relaxation ``f_i(c + r_i) + f_i(c - s_i) - f_i(c)`` (whi
 ``f_i(y_i)`` when ``r_i s_i = 0``): its value ``phi(V)`` at volume ``V`` is the sum of two
 integer resource-allocation optima, convex in ``V``, so the integer optimum moves exactly ``B``
 when the unbudgeted integer optimum moves more, and each side is rounded optimally by
-:func:`~marra.strategies.integer.round_separable_convex`.
+:func:`~marra.hospital.strategies.integer.round_separable_convex`.
 
 Minima first. When the budget cannot lift every hospital to its minimum (``B < D``,
 ``D = sum max(0, m - c)``), every unit of budget must go to a hospital below its minimum and come
@@ -80,8 +81,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from marra.network import HospitalNetwork, InfeasibleError
-from marra.strategies.integer import (
+from marra.hospital.network import HospitalNetwork, InfeasibleError
+from marra.hospital.strategies.integer import (
     MarginalCost,
     quadratic_marginal_cost,
     round_largest_remainder,

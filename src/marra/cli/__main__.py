@@ -1,0 +1,5 @@
+"""``python -m marra.cli``."""
+
+from marra.cli import main
+
+main()
