@@ -73,10 +73,10 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     target = _resolve(path)
     try:
         mode = target.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         mode = None
-    except NotADirectoryError:
-        mode = None
+    except OSError as exc:  # a symlink loop, a name too long, no permission to look
+        raise OutputPathError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     if mode is not None and not stat.S_ISREG(mode):
         raise OutputPathError(f"{path}: is {_kind(mode)}, expected a file path")
     _check_parents(target, original=path)
@@ -106,10 +106,23 @@ def _check_parents(target: Path, *, original: str | os.PathLike[str]) -> None:
             return
 
 
-def _new_file_mode() -> int:
-    umask = os.umask(0)
+def _current_umask() -> int:
+    """The process umask, read without changing it where the system tells it (Linux), so
+    that another thread creating a file meanwhile never sees a umask of 0."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _new_file_mode() -> int:
+    return 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
@@ -133,13 +146,16 @@ def atomic_output(
     target = check_output_path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
+    except OSError as exc:  # a parent is a file, or no permission
         raise OutputPathError(f"{path}: cannot create its folder ({exc})") from exc
     try:
         file_mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         file_mode = _new_file_mode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # e.g. a read-only folder
+        raise OutputPathError(f"{path}: cannot write in {target.parent} ({exc.strerror})") from None
     try:
         os.fchmod(fd, file_mode)
         kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": encoding, "newline": newline}
