@@ -202,3 +202,113 @@ def test_default_network_is_150_named_hospitals_with_coordinates() -> None:
     regenerated = generate_network(150, seed=2025)
     np.testing.assert_array_equal(network.current, regenerated.current)
     np.testing.assert_array_equal(network.target, regenerated.target)
+
+
+# ------------------------------------------------------------ issue 8 (items 3, 21, 25, 31)
+def test_partly_filled_capacities_check_integrality_without_a_runtime_warning() -> None:
+    network = HospitalNetwork(
+        current=[30, 5, 12], minimum=[10, 8, 6], target=[15, 20, 12], capacity=[40, np.inf, np.inf]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        network.check_integral()
+        assert network.is_integral
+    fractional = HospitalNetwork(
+        current=[1.5, 2], minimum=[0, 0], target=[1, 1], capacity=[np.inf, 3]
+    )
+    with pytest.raises(NetworkError, match="row 1"):
+        fractional.check_integral()
+
+
+@pytest.mark.parametrize(
+    ("text", "integer"),
+    [
+        ("name;current;minimum;target\nA;10;5;8\nB;3;4;6\nC;7;2;7\n", True),
+        ("name\tcurrent\tminimum\ttarget\nA\t10\t5\t8\nB\t3\t4\t6\nC\t7\t2\t7\n", True),
+        ("name;current;minimum;target\nA;10,0;5;8\nB;3;4;6,0\nC;7;2;7\n", True),
+        ("\ufeffname;current;minimum;target\r\nA;10;5;8\r\nB;3;4;6\r\nC;7;2;7\r\n", True),
+    ],
+    ids=["semicolon", "tab", "decimal-comma", "bom-crlf-semicolon"],
+)
+def test_semicolon_tab_and_decimal_comma_exports_are_read(
+    tmp_path: Path, text: str, integer: bool
+) -> None:
+    network = HospitalNetwork.from_csv(write(tmp_path, text), integer=integer)
+    assert network.names == ("A", "B", "C")
+    np.testing.assert_array_equal(network.current, [10, 3, 7])
+    np.testing.assert_array_equal(network.target, [8, 6, 7])
+
+
+def test_decimal_commas_give_fractional_staff_and_coordinates(tmp_path: Path) -> None:
+    text = "name;current;minimum;target;lat;lon\nA;10,5;5;8;51,5;-0,12\nB;2;1;4,5;52;0\n"
+    network = HospitalNetwork.from_csv(write(tmp_path, text), integer=False)
+    np.testing.assert_array_equal(network.current, [10.5, 2])
+    np.testing.assert_array_equal(network.target, [8, 4.5])
+    np.testing.assert_array_equal(network.coords, [[51.5, -0.12], [52, 0]])
+    with pytest.raises(NetworkError, match=r"column 'current', row 1 .*fractional"):
+        HospitalNetwork.from_csv(write(tmp_path, text))
+
+
+def test_an_unknown_delimiter_is_named_as_the_likely_cause(tmp_path: Path) -> None:
+    with pytest.raises(NetworkError, match=r"separated by '\|'"):
+        HospitalNetwork.from_csv(write(tmp_path, "name|current|minimum|target\nA|1|1|1\n"))
+
+
+def test_commas_inside_quoted_names_still_work(tmp_path: Path) -> None:
+    text = 'name,current,minimum,target\n"Alpha, North",3,1,2\n"Beta ""B""",1,1,1\n'
+    assert HospitalNetwork.from_csv(write(tmp_path, text)).names == ("Alpha, North", 'Beta "B"')
+
+
+@pytest.mark.parametrize("rows", [2_000, 20_000])
+def test_an_unclosed_quote_names_the_row_and_line_where_it_opened(
+    tmp_path: Path, rows: int
+) -> None:
+    lines = [f"H{i},{i % 7 + 1},1,2" for i in range(rows)]
+    lines[1234] = '"H1234,3,1,2'  # data row 1235, file line 1237 (header, one blank line)
+    text = "name,current,minimum,target\n\n" + "\n".join(lines) + "\n"
+    with pytest.raises(NetworkError, match=r"row 1235 \(line 1237\): a quote .* never closed"):
+        HospitalNetwork.from_csv(write(tmp_path, text))
+
+
+def test_at_state_equals_the_full_constructor_and_shares_the_names() -> None:
+    base = generate_network(40, seed=3, capacity_factor=1.5)
+    rng = np.random.default_rng(0)
+    current = np.floor(base.current * rng.uniform(0.5, 1.0, base.n))
+    target = np.clip(base.target + rng.integers(-2, 3, base.n), base.minimum, base.capacity)
+    fast = base.at_state(current, target, base.minimum)
+    slow = HospitalNetwork(
+        current=current,
+        minimum=base.minimum,
+        target=target,
+        capacity=base.capacity,
+        names=base.names,
+        coords=base.coords,
+    )
+    for field in ("current", "minimum", "target", "capacity", "coords"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+        assert not getattr(fast, field).flags.writeable
+    assert fast.names is base.names
+
+
+def test_at_state_falls_back_to_full_validation_for_bad_values() -> None:
+    base = generate_network(5, seed=1)
+    with pytest.raises(NetworkError, match="column 'current', row 2"):
+        base.at_state(np.array([1.0, -1.0, 1.0, 1.0, 1.0]))
+    with pytest.warns(NetworkWarning, match="target"):
+        low = base.at_state(base.current, base.minimum - 1, base.minimum)
+    np.testing.assert_array_equal(low.target, base.minimum)
+
+
+def test_at_state_costs_no_python_loop_over_hospitals() -> None:
+    import time
+
+    base = generate_network(30_000, seed=0, names=True)
+    started = time.perf_counter()
+    for _ in range(20):
+        base.at_state(base.current, base.target, base.minimum)
+    fast = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(5):
+        base.with_current(base.current)
+    slow = (time.perf_counter() - started) * 4
+    assert fast < slow / 5, (fast, slow)

@@ -502,3 +502,76 @@ def test_realise_scales_to_ten_thousand_hospitals() -> None:
     assert realisation.target.shape == (50, 10_000)
     assert np.all(realisation.target >= realisation.minimum)
     assert elapsed < 0.5  # typically ~20 ms; generous for a shared machine
+
+
+# ---------------------------------------------------------------------- parameters in the spec
+def test_parameters_in_the_spec_string_reach_each_part() -> None:
+    combo = make_scenario("shock(fraction=0.3, step=10)+seasonal(amplitude=0.2,period=12)")
+    shock, seasonal = combo.parts
+    assert isinstance(shock, SuddenShock) and isinstance(seasonal, Seasonal)
+    assert (shock.fraction, shock.shock_at) == (0.3, 10)
+    assert (seasonal.amplitude, seasonal.period, seasonal.fraction) == (0.2, 12, 0.2)
+    outbreak = make_scenario("outbreak(speed=80,peak=0.5,duration=none)")
+    assert (outbreak.speed, outbreak.peak, outbreak.duration) == (80, 0.5, None)  # type: ignore
+    shifting = make_scenario("shifting(every=5,max_change=3)", horizon=20)
+    assert (shifting.every, shifting.max_change) == (5, 3)  # type: ignore[attr-defined]
+    words = make_scenario("seasonal(phase=random,hospitals=Alpha|Beta)+shock(eligible=able)")
+    assert words.parts[0].phase == "random"  # type: ignore[attr-defined]
+    assert words.parts[0].hospitals == ("Alpha", "Beta")  # type: ignore[attr-defined]
+    assert words.parts[1].eligible == "able"  # type: ignore[attr-defined]
+
+
+def test_a_spec_with_parameters_draws_like_the_same_keywords() -> None:
+    network = generate_network(30, seed=4)
+    by_spec = make_scenario("shifting(every=4)+shock(fraction=0.25)", horizon=20)
+    by_keywords = make_scenario("shifting+shock", horizon=20, every=4, shock={"fraction": 0.25})
+    a, b = by_spec.realise(network, 9), by_keywords.realise(network, 9)
+    np.testing.assert_array_equal(a.target, b.target)
+    np.testing.assert_array_equal(a.shock_fraction, [0.25])
+    np.testing.assert_array_equal(a.shock_hospital, b.shock_hospital)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("shock(frac=0.3)", r"shock: unknown option 'frac'.*accepts count, eligible, fraction"),
+        ("shock(fraction)", r"expected name=value"),
+        ("shock(fraction=2)", r"shock: fraction: must lie in \(0, 1\]"),
+        ("shifting(every=2.5)", r"shifting: every: must be an integer >= 1"),
+        ("shock(fraction=0.3", r"'\(' without '\)'"),
+        ("shock)(", r"'\)' without '\('"),
+        ("shock(step=10)x", r"text after the closing"),
+        ("tsunami(size=3)", r"unknown scenario 'tsunami'"),
+        ("shock(fraction=0.3,fraction=0.4)", r"given twice"),
+    ],
+)
+def test_bad_parameters_in_the_spec_are_named(spec: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        make_scenario(spec)
+
+
+def test_an_option_given_in_the_spec_and_as_a_keyword_must_agree() -> None:
+    assert make_scenario("shock(fraction=0.3)", fraction=0.3).fraction == 0.3  # type: ignore
+    with pytest.raises(ScenarioError, match="give it once"):
+        make_scenario("shock(fraction=0.3)", fraction=0.4)
+
+
+def test_events_give_the_fixed_steps_a_plot_marks() -> None:
+    assert make_scenario("shock", horizon=50).events() == ((25, "shock"),)
+    assert make_scenario("shock(step=7)", horizon=50).events() == ((7, "shock"),)
+    assert make_scenario("shifting", horizon=35).events() == tuple(
+        (s, "targets shift") for s in (10, 20, 30)
+    )
+    assert make_scenario("outbreak", horizon=50).events() == ((10, "outbreak starts"),)
+    assert make_scenario("static").events() == make_scenario("seasonal").events() == ()
+    combo = make_scenario("shifting+shock", horizon=30).events()
+    assert combo == ((10, "targets shift"), (15, "shock"), (20, "targets shift"))
+
+
+def test_a_semicolon_targets_csv_and_a_missing_one_are_handled(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "step;name;target\n2;A;9,0\n")
+    scenario = make_scenario(f"csv:{path}", horizon=5)
+    network = HospitalNetwork(current=[5, 5], minimum=[1, 1], target=[5, 5], names=("A", "B"))
+    np.testing.assert_array_equal(scenario.realise(network, 0).target[:, 0], [5, 5, 9, 9, 9])
+    with pytest.raises(ScenarioError, match="file not found"):
+        make_scenario(f"csv:{tmp_path / 'missing.csv'}")

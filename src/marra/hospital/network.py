@@ -14,8 +14,10 @@ hospital's name.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ __all__ = [
     "atomic_write_text",
     "REQUIRED_COLUMNS",
     "OPTIONAL_COLUMNS",
+    "CsvRecords",
+    "read_csv_records",
 ]
 
 REQUIRED_COLUMNS = ("name", "current", "minimum", "target")
@@ -254,7 +258,9 @@ class HospitalNetwork:
             arr = getattr(self, field)
             if arr is None:
                 continue
-            frac = np.isfinite(arr) & (np.mod(arr, 1.0) != 0.0)
+            finite = np.isfinite(arr)  # np.mod(inf) would warn: test finite entries only
+            frac = np.zeros(arr.shape, dtype=bool)
+            frac[finite] = np.mod(arr[finite], 1.0) != 0.0
             if frac.any():
                 i = int(np.flatnonzero(frac)[0])
                 raise NetworkError(
@@ -263,6 +269,47 @@ class HospitalNetwork:
                 )
 
     # ------------------------------------------------------------------ updates
+    def at_state(
+        self,
+        current: np.ndarray,
+        target: np.ndarray | None = None,
+        minimum: np.ndarray | None = None,
+    ) -> HospitalNetwork:
+        """The same hospitals with new ``current`` (and ``target``, ``minimum``), each of shape
+        ``(n,)``: the network as it stands at one step of a simulation.
+
+        Names, capacities and coordinates were validated when this network was built and are
+        shared, not checked again; the new arrays are checked with whole-array operations only
+        (finite, >= 0, within capacity, target >= minimum), so a step costs O(n) numpy work and
+        no Python loop over hospitals. Anything that fails those checks goes through the full
+        constructor, which raises or warns naming the row and hospital.
+        """
+        arrays = {
+            "current": current,
+            "target": self.target if target is None else target,
+            "minimum": self.minimum if minimum is None else minimum,
+        }
+        checked: dict[str, np.ndarray] = {}
+        for field, values in arrays.items():
+            arr = np.asarray(values, dtype=np.float64)
+            if arr.shape != (self.n,) or not bool(np.all(np.isfinite(arr) & (arr >= 0))):
+                return self._replace(**arrays)
+            checked[field] = arr
+        upper = self.capacity
+        if bool(np.any(checked["target"] < checked["minimum"])) or (
+            upper is not None
+            and any(bool(np.any(checked[f] > upper)) for f in ("current", "target", "minimum"))
+        ):
+            return self._replace(**arrays)
+        network = object.__new__(HospitalNetwork)
+        set_ = object.__setattr__
+        for field, arr in checked.items():
+            set_(network, field, _readonly(arr))
+        set_(network, "capacity", self.capacity)
+        set_(network, "names", self.names)
+        set_(network, "coords", self.coords)
+        return network
+
     def _replace(self, **changes: object) -> HospitalNetwork:
         kwargs = {
             "current": self.current,
@@ -319,23 +366,21 @@ class HospitalNetwork:
         The header is required. Columns ``name,current,minimum,target`` are required, and
         ``capacity,lat,lon`` optional (``lat`` and ``lon`` together); any other column is
         rejected. An empty ``capacity`` cell means no capacity. A UTF-8 byte-order mark and
-        Windows line endings are accepted. With ``integer=True`` (the default, whole staff)
-        fractional staff figures are rejected.
+        Windows line endings are accepted; so are semicolon- and tab-separated files (as
+        spreadsheets export them), where numbers may use a decimal comma (``10,5``). With
+        ``integer=True`` (the default, whole staff) fractional staff figures are rejected.
 
         Raises:
             NetworkError: naming the column, the 1-based data row and the hospital.
             FileNotFoundError: when the file does not exist.
         """
         path = Path(path)
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            text = handle.read()
-        return cls._from_rows(
-            list(csv.reader(text.splitlines())), source=str(path), integer=integer
-        )
+        table = read_csv_records(path, REQUIRED_COLUMNS + OPTIONAL_COLUMNS, error=NetworkError)
+        return cls._from_rows(table, source=str(path), integer=integer)
 
     @classmethod
-    def _from_rows(cls, rows: list[list[str]], *, source: str, integer: bool) -> HospitalNetwork:
-        rows = [r for r in rows if any(cell.strip() for cell in r)]
+    def _from_rows(cls, table: CsvRecords, *, source: str, integer: bool) -> HospitalNetwork:
+        rows = table.rows
         if not rows:
             raise NetworkError(
                 f"{source}: the file is empty; expected a header "
@@ -344,9 +389,16 @@ class HospitalNetwork:
         header = [h.strip().lower() for h in rows[0]]
         unknown = [h for h in header if h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
         if unknown:
+            odd = sorted({ch for ch in unknown[0] if ch in "|:/ " and len(unknown[0]) > 12})
+            hint = (
+                f" (is the file separated by {odd[0]!r}? marra reads comma, semicolon or tab "
+                "separated files)"
+                if odd
+                else ""
+            )
             raise NetworkError(
                 f"{source}: unknown column {unknown[0]!r} in the header; allowed columns are "
-                f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+                f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}{hint}"
             )
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
@@ -382,7 +434,7 @@ class HospitalNetwork:
                         continue
                     raise NetworkError(f"column {c!r}, {_where(r, name)}: the value is empty")
                 try:
-                    value = float(cell)
+                    value = table.number(cell)
                 except ValueError:
                     raise NetworkError(
                         f"column {c!r}, {_where(r, name)}: {cell!r} is not a number"
@@ -430,6 +482,99 @@ class HospitalNetwork:
                 cells += [f"{self.coords[i, 0]:.6f}", f"{self.coords[i, 1]:.6f}"]
             lines.append(",".join(cells))
         atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------- CSV reading
+#: Delimiters a CSV may use (spreadsheet exports in many locales write ``;`` or tabs).
+CSV_DELIMITERS = (",", ";", "\t")
+_DECIMAL_COMMA = re.compile(r"^[+-]?(\d+,\d*|,\d+)$")
+
+
+@dataclass(frozen=True)
+class CsvRecords:
+    """The non-blank records of a CSV file, as read by :func:`read_csv_records`.
+
+    ``rows[0]`` is the header; ``lines[k]`` is the 1-based line of the file on which
+    ``rows[k]`` starts. ``delimiter`` is the one detected; with ``;`` or a tab, numbers may use
+    a decimal comma (``10,5``), which :meth:`number` reads.
+    """
+
+    rows: list[list[str]]
+    lines: list[int]
+    delimiter: str
+
+    @property
+    def decimal_comma(self) -> bool:
+        return self.delimiter != ","
+
+    def number(self, cell: str) -> float:
+        """``cell`` as a float (``ValueError`` if it is not a number)."""
+        if self.decimal_comma and _DECIMAL_COMMA.match(cell):
+            cell = cell.replace(",", ".")
+        return float(cell)
+
+
+def _detect_delimiter(first_line: str, columns: Sequence[str]) -> str:
+    """The delimiter that splits the header into the most known column names (comma on ties)."""
+    known = {c.lower() for c in columns}
+
+    def score(delimiter: str) -> int:
+        cells = next(csv.reader([first_line], delimiter=delimiter), [])
+        return sum(cell.strip().lower().lstrip("\ufeff") in known for cell in cells)
+
+    best = max(CSV_DELIMITERS, key=lambda d: (score(d), d == ","))
+    return best if score(best) > 0 else ","
+
+
+def _record_at(data_rows: int, line: int) -> str:
+    return f"line {line}" if data_rows == 0 else f"row {data_rows} (line {line})"
+
+
+def read_csv_records(
+    path: str | os.PathLike[str],
+    columns: Sequence[str],
+    *,
+    error: type[ValueError] = ValueError,
+) -> CsvRecords:
+    """Read the records of a CSV file whose header names some of ``columns``.
+
+    The delimiter (comma, semicolon or tab) is detected from the header; a UTF-8 byte-order
+    mark and Windows line endings are accepted; blank lines are skipped. A quoted cell may not
+    run over several lines: a stray, unclosed quote is reported as ``error`` naming the line
+    where it opened (instead of swallowing the rest of the file).
+
+    Raises:
+        error: for a malformed file, naming the line.
+        FileNotFoundError, UnicodeDecodeError: as ``open`` and ``read`` raise them.
+    """
+    path = Path(path)
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        text = handle.read()
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = _detect_delimiter(first, columns)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise error(
+                f'{path}: {_record_at(len(rows), start)}: a quote (") opens here and is never '
+                f"closed ({exc})"
+            ) from None
+        if reader.line_num > start and any("\n" in cell or "\r" in cell for cell in row):
+            raise error(
+                f'{path}: {_record_at(len(rows), start)}: a quote (") opens here and is never '
+                f"closed: the cell runs on to line {reader.line_num}"
+            )
+        if any(cell.strip() for cell in row):
+            rows.append(row)
+            lines.append(start)
+    return CsvRecords(rows=rows, lines=lines, delimiter=delimiter)
 
 
 # ---------------------------------------------------------------------- generator

@@ -47,7 +47,6 @@ This module uses numpy only; the learning environment applies :func:`shock_loss`
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import warnings
@@ -60,7 +59,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from marra.hospital.network import HospitalNetwork
+from marra.hospital.network import HospitalNetwork, read_csv_records
 
 __all__ = [
     "SCENARIOS",
@@ -407,6 +406,12 @@ class Scenario(ABC):
     ) -> Realisation:
         """``realisation`` with this scenario's events added, drawing from ``rng``."""
 
+    def events(self) -> tuple[tuple[int, str], ...]:
+        """The steps at which this scenario's events happen whatever the seed, with a short
+        label, e.g. ``((25, "shock"),)``: what a plot marks. Empty when nothing happens at fixed
+        steps."""
+        return ()
+
     def __add__(self, other: Scenario) -> Compose:
         if not isinstance(other, Scenario):
             return NotImplemented
@@ -479,6 +484,9 @@ class ShiftingTargets(Scenario):
             target[s:] = _clip_target(target[s:] + delta, minimum[s:], upper)
         return replace(realisation, target=target)
 
+    def events(self) -> tuple[tuple[int, str], ...]:
+        return tuple((int(s), "targets shift") for s in range(self.every, self.horizon, self.every))
+
 
 @dataclass(frozen=True)
 class SuddenShock(Scenario):
@@ -515,6 +523,9 @@ class SuddenShock(Scenario):
     def shock_at(self) -> int:
         """The step of the shock."""
         return self.horizon // 2 if self.step is None else int(self.step)
+
+    def events(self) -> tuple[tuple[int, str], ...]:
+        return ((self.shock_at, "shock"),)
 
     def modify(
         self, network: HospitalNetwork, realisation: Realisation, rng: np.random.Generator
@@ -659,6 +670,9 @@ class Outbreak(Scenario):
         """The step the outbreak starts at its epicentre."""
         return self.horizon // 5 if self.start is None else int(self.start)
 
+    def events(self) -> tuple[tuple[int, str], ...]:
+        return ((self.start_at, "outbreak starts"),)
+
     def modify(
         self, network: HospitalNetwork, realisation: Realisation, rng: np.random.Generator
     ) -> Realisation:
@@ -777,9 +791,17 @@ class CsvTargets(Scenario):
 
 
 def _read_targets_csv(path: Path, horizon: int) -> tuple[_CsvRow, ...]:
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        text = handle.read()
-    rows = [r for r in csv.reader(text.splitlines()) if any(cell.strip() for cell in r)]
+    try:
+        table = read_csv_records(path, CSV_COLUMNS, error=ScenarioError)
+    except FileNotFoundError:
+        raise ScenarioError(
+            f"{path}: file not found (csv:PATH names a step,name,target file)"
+        ) from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a folder, expected a step,name,target CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    rows = table.rows
     if not rows:
         raise ScenarioError(f"{path}: the file is empty; expected a header step,name,target")
     header = [h.strip().lower() for h in rows[0]]
@@ -811,7 +833,7 @@ def _read_targets_csv(path: Path, horizon: int) -> tuple[_CsvRow, ...]:
             raise ScenarioError(where.format("'name'") + ": the name is empty")
         raw_step = cells[col["step"]].strip()
         try:
-            step_value = float(raw_step)
+            step_value = table.number(raw_step)
         except ValueError:
             step_value = math.nan
         if not (math.isfinite(step_value) and step_value.is_integer()):
@@ -824,7 +846,7 @@ def _read_targets_csv(path: Path, horizon: int) -> tuple[_CsvRow, ...]:
             )
         raw_target = cells[col["target"]].strip()
         try:
-            target = float(raw_target)
+            target = table.number(raw_target)
         except ValueError:
             raise ScenarioError(
                 where.format("'target'") + f": {raw_target!r} is not a number"
@@ -887,6 +909,9 @@ class Compose(Scenario):
     def parts(self) -> tuple[Scenario, ...]:
         return self.scenarios
 
+    def events(self) -> tuple[tuple[int, str], ...]:
+        return tuple(sorted({event for part in self.scenarios for event in part.events()}))
+
     def modify(
         self, network: HospitalNetwork, realisation: Realisation, rng: np.random.Generator
     ) -> Realisation:
@@ -908,17 +933,92 @@ def _options_of(kind: type[Scenario]) -> set[str]:
     return {f.name for f in fields(kind) if f.init} - {"horizon", "path"}  # type: ignore[arg-type]
 
 
+def _split_top_level(spec: str) -> list[str]:
+    """Split ``spec`` at the ``+`` signs outside brackets (``1e+3`` inside stays whole)."""
+    tokens, depth, current = [], 0, []
+    for ch in spec:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ScenarioError(f"spec: ')' without '(' in {spec!r}")
+        if ch == "+" and depth == 0:
+            tokens.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise ScenarioError(f"spec: '(' without ')' in {spec!r}")
+    tokens.append("".join(current))
+    return tokens
+
+
+def _parse_value(text: str) -> Any:
+    """A parameter value of a scenario spec: an int, a float, None, a word, or ``a|b|c``."""
+    text = text.strip()
+    if "|" in text:
+        return tuple(_parse_value(item) for item in text.split("|"))
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _parse_part(token: str, spec: str) -> tuple[str, dict[str, Any]]:
+    """``"shock(fraction=0.3, step=10)"`` -> ``("shock", {"fraction": 0.3, "step": 10})``."""
+    token = token.strip()
+    if "(" not in token:
+        return token, {}
+    name, _, rest = token.partition("(")
+    if not rest.endswith(")"):
+        raise ScenarioError(
+            f"spec: {token!r} in {spec!r}: text after the closing ')'; write e.g. "
+            "shock(fraction=0.3)+seasonal(amplitude=0.2)"
+        )
+    options: dict[str, Any] = {}
+    body = rest[:-1].strip()
+    for item in body.split(",") if body else []:
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key.isidentifier() or not value.strip():
+            raise ScenarioError(
+                f"spec: {item.strip()!r} in {token!r}: expected name=value inside the brackets, "
+                f"e.g. {name.strip() or 'shock'}(fraction=0.3)"
+            )
+        if key in options:
+            raise ScenarioError(f"spec: {key!r} is given twice in {token!r}")
+        options[key] = _parse_value(value)
+    return name.strip(), options
+
+
 def make_scenario(spec: str, *, horizon: int = 50, **kwargs: Any) -> Scenario:
     """Build a scenario from its name: ``"static"``, ``"shifting"``, ``"shock"``,
     ``"seasonal"``, ``"outbreak"``, ``"csv:path/to/targets.csv"``, or a ``+`` combination such
     as ``"shifting+shock"``.
 
+    Parameters can be set in the spec itself, in brackets after a part's name, so that every
+    command taking ``--scenario`` accepts them: ``"shock(fraction=0.3,step=10)"``,
+    ``"shifting(every=5)+seasonal(amplitude=0.2,period=12)"``, ``"seasonal(phase=random)"``,
+    ``"seasonal(hospitals=Alpha|Beta)"`` (``|`` separates the items of a list). Values are
+    numbers, words (``random``, ``able``) or ``none``; each option is checked by its scenario
+    (:class:`SuddenShock`, :class:`ShiftingTargets`, :class:`Seasonal`, :class:`Outbreak`).
+
     Keyword options go to the part that accepts them (``make_scenario("shock", fraction=0.3)``);
     when several parts accept one (``fraction`` of ``shock`` and ``seasonal``) pass a dict per
-    part instead: ``make_scenario("seasonal+shock", shock={"fraction": 0.3})``.
+    part instead: ``make_scenario("seasonal+shock", shock={"fraction": 0.3})``. Giving one
+    option both in the spec and as a keyword, with different values, is an error.
 
     Raises:
-        ScenarioError: for an unknown name (listing the valid ones) or option.
+        ScenarioError: for an unknown name (listing the valid ones) or option, or bad syntax.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ScenarioError(
@@ -926,18 +1026,24 @@ def make_scenario(spec: str, *, horizon: int = 50, **kwargs: Any) -> Scenario:
             f"names: {', '.join(SCENARIOS)}, csv:PATH"
         )
     names: list[str] = []
-    for token in spec.split("+"):
+    spec_options: list[dict[str, Any]] = []
+    for token in _split_top_level(spec):
         token = token.strip()
         if token[:4].lower() == "csv:":
             if not token[4:].strip():
                 raise ScenarioError("spec: 'csv:' needs a path, e.g. 'csv:targets.csv'")
             names.append("csv:" + token[4:].strip())
-        elif token.lower() in _BUILT_IN:
-            names.append(token.lower())
+            spec_options.append({})
+            continue
+        name, options = _parse_part(token, spec)
+        if name.lower() in _BUILT_IN:
+            names.append(name.lower())
+            spec_options.append(options)
         else:
             raise ScenarioError(
-                f"spec: unknown scenario {token!r} in {spec!r}; valid names: "
-                f"{', '.join(SCENARIOS)}, csv:PATH (combine with '+', e.g. 'shifting+shock')"
+                f"spec: unknown scenario {name!r} in {spec!r}; valid names: "
+                f"{', '.join(SCENARIOS)}, csv:PATH (combine with '+', e.g. 'shifting+shock'; "
+                "parameters in brackets, e.g. 'shock(fraction=0.3)')"
             )
     kinds = ["csv" if n.startswith("csv:") else n for n in names]
     options: list[dict[str, Any]] = [{} for _ in names]
@@ -973,6 +1079,19 @@ def make_scenario(spec: str, *, horizon: int = 50, **kwargs: Any) -> Scenario:
             )
         for j in takers:
             options[j][key] = value
+    for j, (kind, given) in enumerate(zip(kinds, spec_options, strict=True)):
+        for option, value in given.items():
+            if option not in accepted[j]:
+                raise ScenarioError(
+                    f"{kind}: unknown option {option!r} in {spec!r}; {kind!r} accepts "
+                    f"{', '.join(sorted(accepted[j])) or 'no options'}"
+                )
+            if option in options[j] and options[j][option] != value:
+                raise ScenarioError(
+                    f"{kind}: option {option!r} is {value!r} in the spec but "
+                    f"{options[j][option]!r} as a keyword; give it once"
+                )
+            options[j][option] = value
     parts: list[Scenario] = []
     for name, kind, opts in zip(names, kinds, options, strict=True):
         if kind == "csv":
@@ -981,5 +1100,9 @@ def make_scenario(spec: str, *, horizon: int = 50, **kwargs: Any) -> Scenario:
             try:
                 parts.append(_BUILT_IN[kind](horizon=horizon, **opts))
             except TypeError as exc:
+                raise ScenarioError(f"{kind}: {exc}") from None
+            except ScenarioError as exc:
+                if len(names) == 1 and not opts:
+                    raise
                 raise ScenarioError(f"{kind}: {exc}") from None
     return parts[0] if len(parts) == 1 else Compose(parts)
