@@ -108,7 +108,9 @@ def test_reward_terms_match_the_hand_worked_case():
     assert float(info["moved"][0]) == pytest.approx(5.0)
     assert float(info["total"][0]) == pytest.approx(27.0)
     # auto scale: n * s^2 with s = mean target = 7
-    assert float(reward[0]) == pytest.approx(-90.28125 / (4 * 49), rel=1e-6)
+    assert reward.shape == (1, 4)  # the team reward, given to every hospital
+    assert torch.equal(reward, info["team_reward"].unsqueeze(1).expand(1, 4))
+    assert float(reward[0, 0]) == pytest.approx(-90.28125 / (4 * 49), rel=1e-6)
     assert reward.dtype == torch.float32
     assert not bool(terminated[0]) and not bool(truncated[0])
     torch.testing.assert_close(
@@ -131,7 +133,7 @@ def test_reward_weights_switch_terms_off(weights, expected):
     env.reset(seed=0)
     _, reward, _, _, info = env.step(rows(EXAMPLE_ACTION))
     assert float(info["reward_raw"][0]) == pytest.approx(expected)
-    assert float(reward[0]) == pytest.approx(expected, rel=1e-6)
+    assert float(reward[0, 0]) == pytest.approx(expected, rel=1e-6)
     # the terms themselves are always reported, whatever their weight
     assert float(info["minima_violation"][0]) == pytest.approx(0.75)
 
@@ -152,7 +154,7 @@ def test_agent_rewards_split_the_team_reward_exactly():
     )
     assert float(info["agent_reward_raw"].sum()) == pytest.approx(float(info["reward_raw"][0]))
     assert info["agent_reward"].dtype == torch.float32
-    assert float(info["agent_reward"].sum()) == pytest.approx(float(reward[0]), rel=1e-5)
+    assert float(info["agent_reward"].sum()) == pytest.approx(float(reward[0, 0]), rel=1e-5)
 
 
 @settings(deadline=None, max_examples=20)
@@ -166,7 +168,9 @@ def test_agent_rewards_sum_to_the_team_reward_on_random_steps(seed, budget):
         action = 10 * torch.randn((3, 12), generator=generator, dtype=torch.float64)
         _, reward, _, _, info = env.step(action)
         torch.testing.assert_close(info["agent_reward_raw"].sum(dim=1), info["reward_raw"])
-        torch.testing.assert_close(info["agent_reward"].sum(dim=1), reward, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            info["agent_reward"].sum(dim=1), reward[:, 0], rtol=1e-4, atol=1e-6
+        )
 
 
 def test_eta_weighs_the_minima_violation():
@@ -180,7 +184,7 @@ def test_reward_scale_divides_the_raw_reward():
     env = example_env(reward_scale=4.0)
     env.reset(seed=0)
     _, reward, _, _, info = env.step(rows(EXAMPLE_ACTION))
-    assert float(reward[0]) == pytest.approx(float(info["reward_raw"][0]) / 4.0, rel=1e-6)
+    assert float(reward[0, 0]) == pytest.approx(float(info["reward_raw"][0]) / 4.0, rel=1e-6)
 
 
 def test_observation_features_of_the_worked_example():
@@ -347,6 +351,9 @@ def test_every_step_conserves_staff_and_respects_minima_capacity_and_budget(
         # nothing non-finite anywhere
         assert torch.isfinite(obs).all() and torch.isfinite(reward).all()
         for key, value in info.items():
+            if key == "episode_metrics":  # the contract's dict of (num_envs,) tensors
+                assert all(torch.isfinite(v).all() for v in value.values())
+                continue
             assert torch.isfinite(value.double()).all(), key
         assert not bool(terminated.any())
 
@@ -533,7 +540,7 @@ def test_gymnasium_view_matches_the_batched_environment():
         obs_view, reward_view, _, _, _ = view.step(action)
         obs_core, reward_core, _, _, _ = core.step(torch.from_numpy(action[None]))
         np.testing.assert_array_equal(obs_view, obs_core[0].numpy())
-        assert reward_view == float(reward_core[0])
+        assert reward_view == float(reward_core[0, 0])
 
 
 def test_registration_is_not_repeated():

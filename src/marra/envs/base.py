@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from .errors import EnvError, EnvStateError
+
 __all__ = [
     "ActionSpec",
     "EnvSpec",
@@ -48,10 +50,6 @@ __all__ = [
     "check_number",
     "check_choice",
 ]
-
-
-class EnvError(ValueError):
-    """A bad environment argument or a call that breaks the contract; the message names it."""
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -413,9 +411,8 @@ class MultiAgentEnv(ABC):
         ``seed`` given: copy ``i`` draws from ``SeedSequence(seed, spawn_key=(i, 0))`` (the same
         seed gives the same episodes). No seed: every copy's episode counter advances (the first
         call uses the constructor's ``seed``, or OS entropy when that is None).
+        ``options`` is accepted for Gymnasium compatibility and unused.
         """
-        if options:
-            raise EnvError(f"reset: options are not supported, got {sorted(options)}")
         if seed is not None:
             self._base_seed = check_int("seed", seed, minimum=0, maximum=2**63 - 1)
             self._episode[:] = 0
@@ -440,7 +437,7 @@ class MultiAgentEnv(ABC):
         if mask_np.shape != (self.num_envs,):
             raise EnvError(f"mask: expected shape ({self.num_envs},), got {mask_np.shape}")
         if self._base_seed is None:
-            raise EnvError("reset_done() called before reset()")
+            raise EnvStateError("reset_done() called before reset()")
         rows = np.flatnonzero(mask_np)
         if rows.size:
             self._episode[rows] += 1
@@ -507,12 +504,13 @@ class MultiAgentEnv(ABC):
     def step(self, actions: Any) -> Step:
         """Advance every copy by one step (see :class:`Step`)."""
         if self._base_seed is None:
-            raise EnvError("step() called before reset()")
+            raise EnvStateError("step() called before reset()")
         if self._done_host.any():
             finished = np.flatnonzero(self._done_host).tolist()
-            raise EnvError(
-                f"step() called on copies {finished[:10]} whose episode ended; call reset() or "
-                "reset_done(mask), or construct with autoreset=True"
+            raise EnvStateError(
+                f"step() called on copies {finished[:10]} whose episode ended (terminated or "
+                "reached the horizon); call reset() or reset_done(mask), or construct with "
+                "autoreset=True"
             )
         actions = self._check_actions(actions)
         reward, terminated, info = self._transition(actions)

@@ -26,13 +26,25 @@ Timeline of one step ``t`` (0-based) of a copy:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from marra import metrics_torch
+from marra.envs.base import (
+    ActionSpec,
+    Baseline,
+    EnvError,
+    EnvSpec,
+    EpisodeAccumulator,
+    MultiAgentEnv,
+    Step,
+    check_int,
+)
 from marra.hospital.network import HospitalNetwork, generate_network
 from marra.hospital.scenarios import Scenario, apply_shock, make_scenario
 
@@ -43,6 +55,9 @@ __all__ = [
     "LOCAL_FEATURES",
     "CONTEXT_FEATURES",
     "POOLED_STATISTICS",
+    "EPISODE_METRICS",
+    "CLASSICAL_BASELINES",
+    "ClassicalBaseline",
 ]
 
 #: Per-hospital features of the observation, in order (``s`` is the copy's scale, the mean
@@ -65,6 +80,18 @@ CONTEXT_FEATURES = (
 )
 #: Statistics over hospitals pooled into :meth:`HospitalEnv.global_state` after the context.
 POOLED_STATISTICS = ("mean", "std")
+
+#: Episode metrics of the hospital environment (means over the episode's steps).
+EPISODE_METRICS = (
+    "mae",
+    "gini",
+    "coverage_gini",
+    "mre_normalised",
+    "minima_shortfall",
+    "moved",
+)
+#: The classical strategies offered as baselines (same budget and staff mode as the env).
+CLASSICAL_BASELINES = ("hold", "qp", "nwo", "taxation", "hybrid", "greedy")
 
 _TINY = 1e-300
 
@@ -161,51 +188,44 @@ def clear_transfers(
     return given, received, volume
 
 
-def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    try:
-        whole = int(value)
-        ok = not isinstance(value, bool) and whole == value and whole >= minimum
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return whole
-
-
-class HospitalEnv:
+class HospitalEnv(MultiAgentEnv):
     """``num_envs`` copies of a hospital network, stepped together (torch, any device).
 
+    The ``hospital`` environment of the registry (``marra.envs.make("hospital", ...)``): one agent
+    per hospital, one continuous action each (staff; ``spec.action`` is ``continuous(dim=1,
+    [-max_action, max_action])``), the team reward of paper 000 Eq. (1) given to every agent
+    (``spec.reward == "team"``; each hospital's exact share is ``info["agent_reward"]``).
+    Episode metrics (means over the episode's steps): ``mae``, ``gini`` (staff),
+    ``coverage_gini``, ``mre_normalised`` (coverage, tau 0.1), ``minima_shortfall`` (staff below
+    minima, summed over hospitals) and ``moved`` (staff moved per step). Outcome: each hospital's
+    coverage ``y / t`` at the last step. Baselines: the classical strategies of
+    :mod:`marra.hospital.strategies` re-planning every step under the same transfer budget and
+    staff mode (``hold``, ``qp``, ``nwo``, ``taxation``, ``hybrid``, ``greedy``) and ``random``.
+
     Args:
-        network: the network every copy starts from. ``None`` (default) draws a fresh random
-            network for every copy at every reset, ``generate_network(n_hospitals, seed)`` with a
-            seed derived from (reset seed, copy index, episode), so a policy learns to
-            generalise across networks; pass one network to train and evaluate on it.
+        network: the network every copy starts from (a ``HospitalNetwork`` or the path of a
+            network CSV). ``None`` (default) draws a fresh random network for every copy at
+            every reset, ``generate_network(n_hospitals, seed)`` with a seed derived from (reset
+            seed, copy index, episode), so a policy learns to generalise across networks.
         n_hospitals: hospitals per copy when ``network`` is None (default 150); when a network
             is given it must be None or equal to ``network.n``.
-        num_envs: copies stepped at once.
-        scenario: a :class:`~marra.hospital.scenarios.Scenario` or a spec for
-            :func:`~marra.hospital.scenarios.make_scenario` (``"static"``, ``"shifting"``,
-            ``"shock"``,
-            ``"shifting+shock"``, ...). Each copy draws its own realisation at every reset.
+        scenario: a scenario spec for ``make_scenario`` (``static``, ``shifting``, ``shock``,
+            ``shifting+shock``, ...) or a Scenario object. Each copy draws its own realisation
+            at every reset.
         horizon: steps per episode (default 50, paper 000 section 4.1); with a Scenario object
             the scenario's horizon is used and a different value is an error.
         transfer_budget: per-step cap B on the staff moved in one copy (None: no cap).
         integer: whole-staff transfers (exact); default False: fractional staff as in paper 000.
-        reward_weights: :class:`RewardWeights` of the three terms of Eq. (1), or a dict such
+        reward_weights: weights of the three terms of Eq. (1), a RewardWeights or a dict such
             as ``{"fairness": 0.0}`` (missing terms weigh 1).
         eta: weight of the minima violations in Eq. (1) (paper 000: 100).
-        reward_scale: positive divisor of the learning reward, ``reward = reward_raw / scale``.
-            ``"auto"`` (default) uses ``n * s**2`` per copy (``s`` = mean target at step 0),
-            fixed over an episode, so it never changes which actions are optimal.
-        auto_reset: reset copies that reach the horizon inside ``step`` (their last observation
-            goes to ``info["final_obs"]``).
-        device: torch device of every tensor.
-        seed: default seed of the first ``reset`` without one (None: fresh OS entropy).
+        reward_scale: positive divisor of the learning reward; "auto" (default) uses
+            ``n * s**2`` per copy (``s`` = mean target at step 0), fixed over an episode.
         max_action: actions are clipped to ``[-max_action, max_action]`` staff. None: the
             largest current or target of ``network``, or 100 for random networks.
         network_kwargs: extra keyword arguments for ``generate_network`` (e.g.
-            ``{"capacity_factor": 1.5}``); only when ``network`` is None. Random networks have
-            coordinates (the outbreak scenario needs them) and the names ``hospital_0`` ...
+            ``{"capacity_factor": 1.5}``); only when ``network`` is None.
+        auto_reset: the old name of ``autoreset`` (kept working).
 
     Attributes:
         num_envs, n, horizon, obs_dim, local_dim, context_dim, state_dim, max_action, integer,
@@ -223,9 +243,8 @@ class HospitalEnv:
     def __init__(
         self,
         *,
-        network: HospitalNetwork | None = None,
+        network: HospitalNetwork | str | None = None,
         n_hospitals: int | None = None,
-        num_envs: int = 1,
         scenario: str | Scenario = "static",
         horizon: int | None = None,
         transfer_budget: float | None = None,
@@ -233,45 +252,53 @@ class HospitalEnv:
         reward_weights: RewardWeights | Mapping[str, float] | None = None,
         eta: float = 100.0,
         reward_scale: float | Literal["auto"] = "auto",
-        auto_reset: bool = False,
-        device: str | torch.device = "cpu",
-        seed: int | None = None,
         max_action: float | None = None,
         network_kwargs: dict[str, Any] | None = None,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        autoreset: bool = False,
+        auto_reset: bool | None = None,
     ) -> None:
+        if auto_reset is not None:
+            autoreset = bool(auto_reset)
+        super().__init__(num_envs=num_envs, device=device, seed=seed, autoreset=autoreset)
+        if isinstance(network, str | Path):
+            network = HospitalNetwork.from_csv(network, integer=bool(integer))
         if network is not None and not isinstance(network, HospitalNetwork):
-            raise ValueError(f"network: expected a HospitalNetwork or None, got {network!r}")
+            raise EnvError(f"network: expected a HospitalNetwork or None, got {network!r}")
         if network is not None:
             if n_hospitals is not None and n_hospitals != network.n:
-                raise ValueError(
+                raise EnvError(
                     f"n_hospitals: {n_hospitals!r} differs from the given network's "
                     f"{network.n} hospitals (leave n_hospitals out)"
                 )
             if network_kwargs:
-                raise ValueError("network_kwargs: only used when network is None")
+                raise EnvError("network_kwargs: only used when network is None")
             if integer:
                 network.check_integral()
             self.n = network.n
         else:
-            self.n = _check_int("n_hospitals", 150 if n_hospitals is None else n_hospitals)
-        self.num_envs = _check_int("num_envs", num_envs)
+            self.n = check_int(
+                "n_hospitals", 150 if n_hospitals is None else n_hospitals, maximum=10_000_000
+            )
         if isinstance(scenario, str):
-            self.horizon = _check_int("horizon", 50 if horizon is None else horizon)
-            scenario = make_scenario(scenario, horizon=self.horizon)
+            self._horizon = check_int("horizon", 50 if horizon is None else horizon, maximum=10**7)
+            scenario = make_scenario(scenario, horizon=self._horizon)
         elif isinstance(scenario, Scenario):
             if horizon is not None and horizon != scenario.horizon:
-                raise ValueError(
+                raise EnvError(
                     f"horizon: {horizon!r} differs from the scenario's horizon "
                     f"{scenario.horizon} (leave horizon out)"
                 )
-            self.horizon = _check_int("horizon", scenario.horizon)
+            self._horizon = check_int("horizon", scenario.horizon)
         else:
-            raise ValueError(f"scenario: expected a spec string or a Scenario, got {scenario!r}")
+            raise EnvError(f"scenario: expected a spec string or a Scenario, got {scenario!r}")
         self.scenario = scenario
         if transfer_budget is not None:
             transfer_budget = float(transfer_budget)
             if math.isnan(transfer_budget) or transfer_budget < 0:
-                raise ValueError(f"transfer_budget: must be >= 0 or None, got {transfer_budget}")
+                raise EnvError(f"transfer_budget: must be >= 0 or None, got {transfer_budget}")
             if math.isinf(transfer_budget):
                 transfer_budget = None
         self.transfer_budget = transfer_budget
@@ -281,30 +308,28 @@ class HospitalEnv:
         elif isinstance(reward_weights, Mapping):
             unknown = set(reward_weights) - {"target", "minima", "fairness"}
             if unknown:
-                raise ValueError(
+                raise EnvError(
                     f"reward_weights: unknown term {sorted(unknown)[0]!r}; the terms are "
                     "'target', 'minima', 'fairness'"
                 )
             reward_weights = RewardWeights(**reward_weights)
         if not isinstance(reward_weights, RewardWeights):
-            raise ValueError(
+            raise EnvError(
                 "reward_weights: expected a RewardWeights or a dict, got "
                 f"{type(reward_weights).__name__}"
             )
         self.reward_weights = reward_weights
         eta = float(eta)
         if not math.isfinite(eta) or eta < 0:
-            raise ValueError(f"eta: must be finite and >= 0, got {eta}")
+            raise EnvError(f"eta: must be finite and >= 0, got {eta}")
         self.eta = eta
         if reward_scale != "auto":
             if isinstance(reward_scale, str):
-                raise ValueError(f"reward_scale: 'auto' or a positive number, got {reward_scale!r}")
+                raise EnvError(f"reward_scale: 'auto' or a positive number, got {reward_scale!r}")
             reward_scale = float(reward_scale)
             if not math.isfinite(reward_scale) or reward_scale <= 0:
-                raise ValueError(f"reward_scale: must be finite and > 0, got {reward_scale}")
+                raise EnvError(f"reward_scale: must be finite and > 0, got {reward_scale}")
         self.reward_scale = reward_scale
-        self.auto_reset = bool(auto_reset)
-        self.device = torch.device(device)
         if max_action is None:
             if network is not None:
                 max_action = max(1.0, float(np.max(np.maximum(network.current, network.target))))
@@ -312,15 +337,31 @@ class HospitalEnv:
                 max_action = 100.0
         max_action = float(max_action)
         if not math.isfinite(max_action) or max_action <= 0:
-            raise ValueError(f"max_action: must be finite and > 0, got {max_action}")
+            raise EnvError(f"max_action: must be finite and > 0, got {max_action}")
         self.max_action = max_action
         self.network = network
         self.network_kwargs = {"names": False, **(network_kwargs or {})}
-        self._default_seed = seed
-        self._base_seed: int | None = None
-        self._episode = np.zeros(self.num_envs, dtype=np.int64)
         self.networks: list[HospitalNetwork | None] = [None] * self.num_envs
         self.realisations: list[Any] = [None] * self.num_envs
+        if network is not None:
+            agent_ids = tuple(network.names)
+        else:
+            agent_ids = tuple(f"hospital_{i}" for i in range(self.n))
+        self._spec = EnvSpec(
+            name="hospital",
+            num_agents=self.n,
+            agent_ids=agent_ids,
+            obs_dim=self.obs_dim,
+            state_dim=self.state_dim,
+            action=ActionSpec.continuous(1, -self.max_action, self.max_action),
+            horizon=self._horizon,
+            reward="team",
+            metrics=EPISODE_METRICS,
+            baselines=(*CLASSICAL_BASELINES, "random"),
+            obs_names=(*LOCAL_FEATURES, *CONTEXT_FEATURES),
+            outcome="each hospital's coverage y/t at the last step",
+            any_num_agents=True,
+        )
 
         shape = (self.num_envs, self.n)
         f64 = {"dtype": torch.float64, "device": self.device}
@@ -328,67 +369,29 @@ class HospitalEnv:
         self.minimum = torch.zeros(shape, **f64)
         self.target = torch.zeros(shape, **f64)
         self.capacity = torch.full(shape, math.inf, **f64)
-        self.t = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self.scale = torch.ones(self.num_envs, **f64)
+        self._coverage = torch.ones(shape, **f64)
         self._reward_divisor = torch.ones(self.num_envs, **f64)
-        self._target_timeline = torch.zeros((self.num_envs, self.horizon, self.n), **f64)
-        self._minimum_timeline = torch.zeros((self.num_envs, self.horizon, self.n), **f64)
+        self._target_timeline = torch.zeros((self.num_envs, self._horizon, self.n), **f64)
+        self._minimum_timeline = torch.zeros((self.num_envs, self._horizon, self.n), **f64)
         self._shock_hospital = torch.zeros(
-            (self.num_envs, self.horizon, 0), dtype=torch.int64, device=self.device
+            (self.num_envs, self._horizon, 0), dtype=torch.int64, device=self.device
         )
-        self._shock_fraction = torch.zeros((self.num_envs, self.horizon, 0), **f64)
-        # host mirror of t, for control flow without a device synchronisation
-        self._t_host = np.full(self.num_envs, -1, dtype=np.int64)
+        self._shock_fraction = torch.zeros((self.num_envs, self._horizon, 0), **f64)
         self._rows = torch.arange(self.num_envs, device=self.device)
+        self._sums = EpisodeAccumulator(EPISODE_METRICS, self.num_envs, self.device)
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self._spec
+
+    @property
+    def auto_reset(self) -> bool:
+        """The old name of :attr:`autoreset`."""
+        return self.autoreset
 
     # ------------------------------------------------------------------ reset
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> torch.Tensor:
-        """Start a new episode in every copy; returns obs ``(num_envs, n, obs_dim)`` float32.
-
-        With ``seed``, copy ``i`` draws its network and realisation from
-        ``SeedSequence(seed, spawn_key=(i, episode))`` with ``episode = 0``; without one the
-        episode counter of every copy advances, so the draws continue a reproducible sequence
-        (the first unseeded reset uses the constructor ``seed``). ``options`` is accepted for
-        API compatibility and unused.
-        """
-        if seed is not None:
-            if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-                raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
-            self._base_seed = int(seed)
-            self._episode[:] = 0
-        elif self._base_seed is None:
-            self._base_seed = (
-                int(self._default_seed)
-                if self._default_seed is not None
-                else int(np.random.SeedSequence().entropy % (2**63))
-            )
-            self._episode[:] = 0
-        else:
-            self._episode += 1
-        self._start(np.arange(self.num_envs))
-        return self.observe()
-
-    def reset_done(self, mask: torch.Tensor | np.ndarray | Sequence[bool]) -> torch.Tensor:
-        """Reset only the copies where ``mask`` ``(num_envs,)`` is True (their next episode);
-        returns obs ``(num_envs, n, obs_dim)`` for all copies."""
-        mask_np = np.asarray(
-            mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask, dtype=bool
-        )
-        if mask_np.shape != (self.num_envs,):
-            raise ValueError(f"mask: expected shape ({self.num_envs},), got {mask_np.shape}")
-        if self._base_seed is None:
-            raise RuntimeError("reset_done() called before reset()")
-        rows = np.flatnonzero(mask_np)
-        if rows.size:
-            self._episode[rows] += 1
-            self._start(rows)
-        return self.observe()
-
-    def _draw(self, copy: int) -> tuple[HospitalNetwork, Any]:
-        assert self._base_seed is not None
-        sequence = np.random.SeedSequence(
-            self._base_seed, spawn_key=(int(copy), int(self._episode[copy]))
-        )
+    def _draw(self, copy: int, sequence: np.random.SeedSequence) -> tuple[HospitalNetwork, Any]:
         network_seed, scenario_seed = (int(x) for x in sequence.generate_state(2, np.uint32))
         network = self.network
         if network is None:
@@ -396,23 +399,23 @@ class HospitalEnv:
         realisation = self.scenario.realise(network, scenario_seed)
         for field in ("target", "minimum"):
             shape = np.shape(getattr(realisation, field))
-            if shape != (self.horizon, self.n):
-                raise ValueError(
+            if shape != (self._horizon, self.n):
+                raise EnvError(
                     f"scenario: realisation {field} has shape {shape}, expected "
-                    f"({self.horizon}, {self.n}) (horizon, n)"
+                    f"({self._horizon}, {self.n}) (horizon, n)"
                 )
         return network, realisation
 
-    def _start(self, rows: np.ndarray) -> None:
+    def _reset_copies(self, rows: np.ndarray, seeds: list[np.random.SeedSequence]) -> None:
         """Draw networks and realisations for copies ``rows`` and apply the events of step 0."""
-        k, horizon, n = len(rows), self.horizon, self.n
+        k, horizon, n = len(rows), self._horizon, self.n
         current = np.empty((k, n))
         capacity = np.empty((k, n))
         target = np.empty((k, horizon, n))
         minimum = np.empty((k, horizon, n))
         shocks: list[dict[int, np.ndarray]] = []
         for j, copy in enumerate(rows):
-            network, realisation = self._draw(int(copy))
+            network, realisation = self._draw(int(copy), seeds[j])
             self.networks[copy] = network
             self.realisations[copy] = realisation
             current[j] = network.current
@@ -420,7 +423,7 @@ class HospitalEnv:
             target[j] = realisation.target
             minimum[j] = realisation.minimum
             if self.integer and np.any(np.mod(current[j], 1.0) != 0.0):
-                raise ValueError("network: integer mode needs whole current staff")
+                raise EnvError("network: integer mode needs whole current staff")
             # shocks of one step on one hospital combine as the scenario says (1 - prod(1 - f))
             shocks.append(
                 {
@@ -465,18 +468,20 @@ class HospitalEnv:
         put("scale", scale)
         divisor = n * scale**2 if self.reward_scale == "auto" else np.full(k, self.reward_scale)
         put("_reward_divisor", divisor)
-        put("t", 0)
-        self._t_host[rows] = 0
+        put("_coverage", 1.0)
+        self._sums.reset(rows)
         started = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         started[index] = True
-        self._apply_events(started)
+        step0 = torch.where(started, 0, self.t)
+        self._apply_events(started, step0)
+        put("_coverage", metrics_torch.coverage(self.current, self.target)[index].cpu().numpy())
 
     # ------------------------------------------------------------------ dynamics
-    def _apply_events(self, rows: torch.Tensor) -> torch.Tensor:
-        """Events of step ``t`` for copies where ``rows`` ``(num_envs,)`` is True and
-        ``t < horizon``: targets, minima, shocks. Returns the staff lost ``(num_envs,)``."""
-        active = rows & (self.t < self.horizon)
-        step = self.t.clamp(max=self.horizon - 1)
+    def _apply_events(self, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Events of step ``t`` ``(num_envs,)`` for copies where ``rows`` ``(num_envs,)`` is True
+        and ``t < horizon``: targets, minima, shocks. Returns the staff lost ``(num_envs,)``."""
+        active = rows & (t < self._horizon)
+        step = t.clamp(max=self._horizon - 1)
         keep = active.unsqueeze(1)
         self.target = torch.where(keep, self._target_timeline[self._rows, step], self.target)
         self.minimum = torch.where(keep, self._minimum_timeline[self._rows, step], self.minimum)
@@ -491,20 +496,19 @@ class HospitalEnv:
             lost_total = lost_total + torch.where(hit, lost, 0.0).squeeze(1)
         return lost_total
 
-    def step(
-        self, action: torch.Tensor | np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, actions: Any) -> Step:
         """Act in every copy.
 
         Args:
-            action: ``(num_envs, n)`` staff per hospital: > 0 asks to receive that many, < 0
-                offers that many. NaN and +-inf are treated as 0 (no-op), then actions are
-                clipped to ``[-max_action, max_action]``.
+            actions: ``(num_envs, n)`` or ``(num_envs, n, 1)`` staff per hospital: > 0 asks to
+                receive that many, < 0 offers that many. NaN and +-inf are treated as 0 (no-op),
+                then actions are clipped to ``[-max_action, max_action]``.
 
         Returns:
-            ``(obs, reward, terminated, truncated, info)``: obs ``(num_envs, n, obs_dim)``
-            float32; reward ``(num_envs,)`` float32, ``reward_raw / reward_scale``; terminated
-            ``(num_envs,)`` bool, always False; truncated ``(num_envs,)`` bool, True at the
+            :class:`~marra.envs.base.Step` ``(obs, reward, terminated, truncated, info)``: obs
+            ``(num_envs, n, obs_dim)`` float32; reward ``(num_envs, n)`` float32, the team reward
+            ``reward_raw / reward_scale`` given to every hospital (``info["team_reward"]``
+            ``(num_envs,)`` holds it once); terminated always False; truncated True at the
             horizon. ``info`` holds ``(num_envs,)`` float64 tensors ``target_error``
             (``sum (y-t)^2``), ``minima_violation`` (``sum max(0, m-y)``), ``fairness``
             (population variance over hospitals of the net transfers ``y - c``),
@@ -513,28 +517,16 @@ class HospitalEnv:
             (staff removed by the events that followed the step), plus ``net_transfer``
             ``(num_envs, n)`` (``y - c``), ``agent_reward_raw`` ``(num_envs, n)`` float64
             (each hospital's share of Eq. 1, summing to ``reward_raw``), ``agent_reward``
-            ``(num_envs, n)`` float32 (``agent_reward_raw / reward_scale``) and, with
-            auto-reset, ``final_obs`` ``(num_envs, n, obs_dim)`` (the last observation of every
-            copy before any reset) and ``reset_mask`` ``(num_envs,)``.
+            ``(num_envs, n)`` float32 (``agent_reward_raw / reward_scale``); at the end of an
+            episode ``episode_outcome``, ``episode_metrics`` (see the class docstring); with
+            auto-reset ``final_obs``, ``final_state`` and ``reset_mask``.
         """
-        if self._base_seed is None:
-            raise RuntimeError("step() called before reset()")
-        if np.any(self._t_host >= self.horizon):
-            finished = np.flatnonzero(self._t_host >= self.horizon).tolist()
-            raise RuntimeError(
-                f"step() called on copies {finished[:10]} that reached the horizon; call reset() "
-                "or reset_done(mask), or construct with auto_reset=True"
-            )
-        action = torch.as_tensor(action)
-        if tuple(action.shape) != (self.num_envs, self.n):
-            raise ValueError(
-                f"action: expected shape ({self.num_envs}, {self.n}) (num_envs, n), "
-                f"got {tuple(action.shape)}"
-            )
-        action = action.to(device=self.device, dtype=torch.float64)
-        action = torch.where(torch.isfinite(action), action, 0.0)
-        action = torch.clamp(action, -self.max_action, self.max_action)
+        return super().step(actions)
 
+    def _transition(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        action = actions[..., 0]
         current, minimum, target = self.current, self.minimum, self.target
         given, received, volume = clear_transfers(
             current, minimum, self.capacity, action, self.transfer_budget, integer=self.integer
@@ -543,7 +535,8 @@ class HospitalEnv:
         net_transfer = allocation - current
         weights = self.reward_weights
         target_error = torch.sum((allocation - target) ** 2, dim=1)
-        minima_violation = torch.sum(torch.clamp(minimum - allocation, min=0.0), dim=1)
+        minima_gap = torch.clamp(minimum - allocation, min=0.0)
+        minima_violation = torch.sum(minima_gap, dim=1)
         fairness = torch.var(net_transfer, dim=1, correction=0)
         reward_raw = -(  # paper 000 Eq. (1)
             weights.target * target_error
@@ -555,39 +548,51 @@ class HospitalEnv:
         deviation = net_transfer - net_transfer.mean(dim=1, keepdim=True)
         agent_reward_raw = -(  # paper 000 Eq. (1), hospital i's share
             weights.target * (allocation - target) ** 2
-            + weights.minima * self.eta * torch.clamp(minimum - allocation, min=0.0)
+            + weights.minima * self.eta * minima_gap
             + weights.fairness * deviation**2 / self.n
         )
-        info: dict[str, torch.Tensor] = {
+        mae = torch.mean(torch.abs(allocation - target), dim=1)
+        info: dict[str, Any] = {
             "target_error": target_error,
             "minima_violation": minima_violation,
             "fairness": fairness,
             "reward_raw": reward_raw,
-            "mae": torch.mean(torch.abs(allocation - target), dim=1),
+            "mae": mae,
             "moved": volume,
             "total": allocation.sum(dim=1),
         }
-        reward = (reward_raw / self._reward_divisor).to(torch.float32)
+        team_reward = (reward_raw / self._reward_divisor).to(torch.float32)
+        cover = metrics_torch.coverage(allocation, target)
+        self._coverage = cover
+        self._sums.add(
+            {
+                "mae": mae,
+                "gini": metrics_torch.gini(allocation),
+                "coverage_gini": metrics_torch.gini(cover),
+                "mre_normalised": metrics_torch.mre_normalised(cover, 0.1),
+                "minima_shortfall": minima_violation,
+                "moved": volume,
+            }
+        )
 
         self.current = allocation
-        self.t = self.t + 1
-        self._t_host += 1
-        info["shock_loss"] = self._apply_events(torch.ones_like(self.t, dtype=torch.bool))
+        info["shock_loss"] = self._apply_events(torch.ones_like(self.t, dtype=torch.bool),
+                                                self.t + 1)  # fmt: skip
         info["net_transfer"] = net_transfer
         info["agent_reward_raw"] = agent_reward_raw
         info["agent_reward"] = (agent_reward_raw / self._reward_divisor.unsqueeze(1)).to(
             torch.float32
         )
-        truncated = self.t >= self.horizon
-        terminated = torch.zeros_like(truncated)
-        obs = self.observe()
-        if self.auto_reset:
-            info["final_obs"] = obs
-            info["reset_mask"] = truncated
-            finished = self._t_host >= self.horizon
-            if finished.any():
-                obs = self.reset_done(finished)
-        return obs, reward, terminated, truncated, info
+        info["team_reward"] = team_reward
+        reward = team_reward.unsqueeze(1).expand(self.num_envs, self.n).contiguous()
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return reward, terminated, info
+
+    def _episode_metrics(self, done: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._sums.means(self.t)
+
+    def _episode_outcome(self, done: torch.Tensor) -> torch.Tensor:
+        return self._coverage.to(torch.float32)
 
     # ------------------------------------------------------------------ observation
     def _local_features(self, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -616,7 +621,7 @@ class HospitalEnv:
         surplus = torch.clamp(current - target, min=0.0).sum(dim=1) / per_hospital
         deficit = torch.clamp(target - current, min=0.0).sum(dim=1) / per_hospital
         minima_deficit = torch.clamp(minimum - current, min=0.0).sum(dim=1) / per_hospital
-        time_left = (self.horizon - self.t).to(torch.float64) / self.horizon
+        time_left = (self._horizon - self.t).clamp_min(0).to(torch.float64) / self._horizon
         if self.transfer_budget is None:
             budget = torch.ones_like(surplus)
         else:
@@ -633,6 +638,8 @@ class HospitalEnv:
         obs[..., self.local_dim :] = self.context().unsqueeze(1)
         return obs
 
+    _observe = observe
+
     def global_state(self) -> torch.Tensor:
         """Fixed-size state for a centralised critic, ``(num_envs, state_dim)`` float32:
         the context, then the mean and the standard deviation over hospitals of each local
@@ -642,5 +649,69 @@ class HospitalEnv:
         std = local.std(dim=1, correction=0)
         return torch.cat([self.context(), mean, std], dim=-1).to(torch.float32)
 
-    def close(self) -> None:
-        """Nothing to release (kept for API symmetry)."""
+    def state(self) -> torch.Tensor:
+        """The global state ``(num_envs, state_dim)`` (:meth:`global_state`)."""
+        return self.global_state()
+
+    # ------------------------------------------------------------------ baselines
+    def baseline(self, name: str, *, seed: int = 0) -> Baseline:
+        """``random`` or a classical strategy (:data:`CLASSICAL_BASELINES`) re-planning every
+        step under this environment's transfer budget and staff mode."""
+        if name in CLASSICAL_BASELINES:
+            return ClassicalBaseline(self, name)
+        return super().baseline(name, seed=seed)
+
+    def network_now(self, copy: int) -> HospitalNetwork:
+        """Copy ``copy``'s network as it stands now (current staff, this step's targets and
+        minima), with the names, capacities and coordinates it started with."""
+        base = self.networks[copy]
+        if base is None:
+            raise EnvError("network_now() called before reset()")
+        return HospitalNetwork(
+            current=self.current[copy].cpu().numpy().copy(),
+            minimum=self.minimum[copy].cpu().numpy().copy(),
+            target=self.target[copy].cpu().numpy().copy(),
+            capacity=base.capacity,
+            names=base.names,
+            coords=base.coords,
+        )
+
+    def render_text(self, copy: int = 0) -> str:
+        c = self.current[copy]
+        t = self.target[copy]
+        return (
+            f"hospital: copy {copy}, step {int(self._t_host[copy])}/{self._horizon}, "
+            f"{self.n} hospitals, staff {float(c.sum()):,.1f}, "
+            f"MAE {float((c - t).abs().mean()):.3f}"
+        )
+
+
+class ClassicalBaseline:
+    """A classical strategy as a baseline of :class:`HospitalEnv`: at every step each copy's
+    network is re-planned by :func:`marra.hospital.strategies.allocate` (``shortfall=True``,
+    the environment's budget and staff mode) and the action is the change ``y - c``, which the
+    clearing rule executes exactly (offers and requests balance and fit the budget)."""
+
+    def __init__(self, env: HospitalEnv, strategy: str) -> None:
+        self.env = env
+        self.strategy = strategy
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        from marra.hospital.strategies import allocate
+
+        env = self.env
+        actions = np.zeros((env.num_envs, env.n))
+        for copy in range(env.num_envs):  # evaluation only: the solvers are numpy
+            network = env.network_now(copy)
+            allocation = allocate(
+                network,
+                self.strategy,
+                transfer_budget=env.transfer_budget,
+                integer=env.integer,
+                shortfall=True,
+            )
+            actions[copy] = np.asarray(allocation, dtype=np.float64) - network.current
+        return torch.as_tensor(actions, device=env.device).unsqueeze(-1)

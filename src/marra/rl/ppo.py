@@ -189,6 +189,7 @@ def collect_rollout(
         action, log_prob = agent.actor.sample(obs, generator)
         values[t] = agent.critic_value(obs)  # normalised units; mapped back once, after the loop
         obs, reward, terminated, truncated, info = env.step(action_scale * action)
+        reward = info.get("team_reward", reward[:, 0] if reward.ndim == 2 else reward)
         actions[t], log_probs[t], team_return = action, log_prob, team_return + reward
         done = torch.logical_or(terminated, truncated).to(dones.dtype)
         if agent_rewards:
@@ -739,6 +740,7 @@ def evaluate_policy(
     info: dict[str, Any] = {}
     for _ in range(int(env.horizon)):
         obs, reward, _, _, info = env.step(act(obs))
+        reward = info.get("team_reward", reward[:, 0] if reward.ndim == 2 else reward)
         total_reward += reward.to(torch.float64).cpu()
     result = {"episode_reward": total_reward.mean().item()}
     for key, value in info.items():
