@@ -137,6 +137,8 @@ _BUILTIN = {
         "marra.envs.roles:RolesEnv",
         "hidden roles, identical observations: a sanity check for parameter sharing",
     ),
+    "matthew": ("marra.envs.matthew:MatthewEnv", "Matthew Effect game (FEN/SOTO, paper 003)"),
+    "job-scheduling": ("marra.envs.job_scheduling:JobSchedulingEnv", "Job Scheduling (FEN/SOTO)"),
 }
 for _name, (_entry, _description) in _BUILTIN.items():
     if _name not in registered():
