@@ -57,7 +57,7 @@ def test_recommend_json_is_one_object_with_the_contract_keys(tmp_path: Path, str
     network = HospitalNetwork.from_csv(path)
     current = dict(zip(network.names, network.current, strict=True))
     for transfer in payload["transfers"]:
-        assert set(transfer) == {"from", "to", "count"}
+        assert set(transfer) == {"from", "to", "count", "distance_km"}  # GOOD has lat, lon
         current[transfer["from"]] -= transfer["count"]
         current[transfer["to"]] += transfer["count"]
     assert current == payload["allocation"]

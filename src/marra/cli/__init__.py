@@ -17,5 +17,10 @@ __all__ = ["app", "main", "console", "err_console"]
 
 
 def main() -> None:
-    """Entry point of the ``marra`` console script."""
-    app()
+    """Entry point of the ``marra`` console script (and of ``python -m marra.cli``).
+
+    Usage errors of every command end here as one line ``error: ...`` on stderr naming the
+    option, with exit code 2 (see :class:`marra.cli._app.MarraGroup`); the program is called
+    ``marra`` in messages however it was started.
+    """
+    app(prog_name="marra")

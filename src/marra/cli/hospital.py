@@ -1,7 +1,14 @@
-"""Commands of the hospital domain: recommend, demo, simulate, plot, reproduce."""
+"""Commands of the hospital domain: recommend, demo, simulate, plot, reproduce.
+
+Every command validates all of its arguments (options, input files, output paths, the memory
+the work needs) before it creates or writes anything, and writes every file through
+:mod:`marra._io` (atomic, plain ``open()`` permissions, through symlinks, never onto special
+files).
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -13,13 +20,26 @@ import typer
 from rich.table import Table
 
 from marra.cli._app import (
+    BUDGET_HELP,
+    BUDGET_METAVAR,
     EXIT_INFEASIBLE,
+    SCENARIO_HELP,
+    _check_memory,
     _fail,
     _fmt,
     _load_network,
+    _note,
     _num,
+    _plural,
     app,
+    budget_text,
+    check_count,
+    check_output_file,
+    check_output_folder,
     console,
+    deprecated_alias,
+    err_console,
+    parse_budget,
 )
 
 STRATEGY_HELP = {
@@ -30,6 +50,8 @@ STRATEGY_HELP = {
     "greedy": "one unit at a time from the largest surplus to the largest deficit",
     "hold": "move nothing (the floor every method must beat)",
 }
+#: Strategies that use ``--weights``.
+WEIGHTED_STRATEGIES = ("nwo", "hybrid")
 
 #: Metrics shown in the before/after table, in order, with their labels.
 TABLE_METRICS = (
@@ -45,6 +67,10 @@ TABLE_METRICS = (
     ("minima_shortfall", "staff missing below minima"),
     ("moved", "staff moved"),
 )
+#: Largest horizon, seed count and hospital count accepted before the memory estimate (one
+#: number per option, far above any real run; the memory check refuses sooner in practice).
+MAX_COUNT = 10**9
+MAX_SEED = 2**63 - 1
 
 
 @app.command()
@@ -54,7 +80,7 @@ def recommend(
     ],
     strategy: Annotated[str, typer.Option(help="qp, nwo, taxation, hybrid, greedy or hold")] = "qp",
     budget: Annotated[
-        float | None, typer.Option(help="at most this many staff change hospital (default: no cap)")
+        str | None, typer.Option(help=BUDGET_HELP + " (default: no cap)", metavar=BUDGET_METAVAR)
     ] = None,
     continuous: Annotated[
         bool,
@@ -66,43 +92,62 @@ def recommend(
             "--shortfall", help="if minima cannot all be met, cover them as far as possible"
         ),
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="write the transfers to this CSV")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write the transfers to this CSV (from,to,count[,km])")
+    ] = None,
+    allocation_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--allocation-out",
+            help="write each hospital before and after to this CSV "
+            "(name,current,after,change,minimum,target[,capacity])",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print one JSON object and nothing else")
     ] = False,
     tau: Annotated[float, typer.Option(help="MRE tolerance band around mean coverage")] = 0.1,
     weights: Annotated[
-        str, typer.Option(help="NWO/hybrid weights: none (paper) or target")
-    ] = "none",
+        str | None,
+        typer.Option(help="nwo/hybrid only: none (paper 000, the default) or target"),
+    ] = None,
 ) -> None:
     """Recommend who should lend how many staff to whom, with before/after metrics."""
     from marra.hospital.network import InfeasibleError, NetworkError
-    from marra.hospital.strategies import STRATEGIES, allocate, plan, write_plan_csv
+    from marra.hospital.strategies import STRATEGIES, WEIGHTS, allocate, plan, write_plan_csv
     from marra.metrics import mre, report
 
     if strategy not in STRATEGIES:
         raise _fail(
             f"--strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
         )
-    if budget is not None and (not math.isfinite(budget) or budget < 0):
-        raise _fail(f"--budget: must be a non-negative number, got {budget:g}")
+    integer = not continuous
+    cap = parse_budget(budget, integer=integer)
     if not (math.isfinite(tau) and tau >= 0):
         raise _fail(f"--tau: must be a non-negative number, got {tau:g}")
-    if weights not in ("none", "target"):
-        raise _fail(f"--weights: must be 'none' or 'target', got {weights!r}")
-    if out is not None and out.is_dir():
-        raise _fail(f"--out: {out} is a folder, expected a file path")
-    integer = not continuous
+    if weights is not None:
+        if weights not in WEIGHTS:
+            raise _fail(f"--weights: must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        if weights != "none" and strategy not in WEIGHTED_STRATEGIES:
+            raise _fail(
+                f"--weights {weights}: only {' and '.join(WEIGHTED_STRATEGIES)} use weights; "
+                f"--strategy {strategy} would ignore it (leave --weights out)"
+            )
+    check_output_file(out, "--out")
+    check_output_file(allocation_out, "--allocation-out")
+    if out is not None and allocation_out is not None and out.resolve() == allocation_out.resolve():
+        raise _fail("--allocation-out: is the same file as --out; give two different files")
     network = _load_network(file, integer=integer)
     options: dict[str, Any] = {}
-    if strategy in ("nwo", "hybrid"):
-        options["weights"] = weights
+    if strategy in WEIGHTED_STRATEGIES:
+        options["weights"] = weights or "none"
+    transfer_budget = None if cap is None or math.isinf(cap) else cap
     started = time.perf_counter()
     try:
         allocation = allocate(
             network,
             strategy,
-            transfer_budget=budget,
+            transfer_budget=transfer_budget,
             integer=integer,
             shortfall=shortfall,
             **options,
@@ -112,43 +157,63 @@ def recommend(
     except (NetworkError, ValueError) as exc:
         raise _fail(str(exc)) from None
     decision_seconds = time.perf_counter() - started
+    if not as_json and network.n >= 20_000:
+        err_console.print(
+            f"planning the transfers between {_plural(network.n, 'hospital')} ...",
+            soft_wrap=True,
+            markup=False,
+        )
     transfers = plan(network, allocation)
     before = report(network, network.current, tau=tau)
     after = report(network, allocation, tau=tau)
     if out is not None:
         write_plan_csv(transfers, out)
+    if allocation_out is not None:
+        _write_allocation_csv(network, allocation, allocation_out, integer=integer)
 
     if as_json:
+        distances = transfers.distance_km
+        records = []
+        for k, r in enumerate(transfers.records()):
+            record: dict[str, Any] = {"from": r["from"], "to": r["to"], "count": _num(r["count"])}
+            if distances is not None:
+                record["distance_km"] = _num(round(float(distances[k]), 3))
+            records.append(record)
         payload = {
             "allocation": {
                 name: _num(v) for name, v in zip(network.names, allocation, strict=True)
             },
-            "transfers": [
-                {"from": r["from"], "to": r["to"], "count": _num(r["count"])}
-                for r in transfers.records()
-            ],
+            "transfers": records,
             "metrics": {
                 "before": {k: _num(v) for k, v in before.items()},
                 "after": {k: _num(v) for k, v in after.items()},
             },
             "strategy": strategy,
-            "transfer_budget": None if budget is None else _num(budget),
+            "transfer_budget": None if transfer_budget is None else _num(transfer_budget),
             "integer": integer,
             "tau": tau,
             "total_distance_km": None
             if transfers.total_distance_km is None
             else _num(round(transfers.total_distance_km, 3)),
         }
-        sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+        if strategy in WEIGHTED_STRATEGIES:
+            payload["weights"] = options["weights"]
+        sys.stdout.write(json.dumps(payload, allow_nan=False, ensure_ascii=False) + "\n")
         return
 
-    cap = "no cap" if budget is None else f"budget {_fmt(budget)} staff"
-    console.print(
-        f"[bold]{file.name}[/]: {network.n} hospitals, {_fmt(network.total)} staff, minima need "
-        f"{_fmt(network.minimum.sum())}, targets ask {_fmt(network.target.sum())}"
+    cap_text = (
+        "no cap"
+        if transfer_budget is None
+        else f"budget {_plural(transfer_budget, 'staff', 'staff')}"
     )
     console.print(
-        f"strategy [bold]{strategy}[/] ({STRATEGY_HELP[strategy]}); {cap}; "
+        f"[bold]{_escape(file.name)}[/]: {_plural(network.n, 'hospital')}, "
+        f"{_fmt(network.total)} staff, minima need {_fmt(network.minimum.sum())}, targets ask "
+        f"{_fmt(network.target.sum())}"
+    )
+    weighting = f", weights {options['weights']}" if strategy in WEIGHTED_STRATEGIES else ""
+    console.print(
+        f"strategy [bold]{strategy}[/] ({STRATEGY_HELP[strategy]}{weighting}); {cap_text}; "
         f"{'whole staff' if integer else 'fractional staff'}; "
         f"decided in {decision_seconds * 1000:.1f} ms"
     )
@@ -162,7 +227,52 @@ def recommend(
     console.print(table)
     _print_equity(network, allocation, tau, mre)
     if out is not None:
-        console.print(f"plan written to [bold]{out}[/] ({len(transfers)} transfers)")
+        console.print(
+            f"plan written to [bold]{_escape(str(out))}[/] ({_plural(len(transfers), 'transfer')})"
+        )
+    if allocation_out is not None:
+        console.print(
+            f"before and after per hospital written to [bold]{_escape(str(allocation_out))}[/]"
+        )
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _write_allocation_csv(network: Any, allocation: Any, path: Path, *, integer: bool) -> None:
+    """Each hospital before and after: ``name,current,after,change,minimum,target[,capacity]``."""
+    import csv
+
+    from marra._io import atomic_write_text
+
+    def cell(value: float) -> str:
+        value = float(value)
+        if math.isinf(value):
+            return ""
+        return str(int(value)) if integer and value.is_integer() else repr(value)
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["name", "current", "after", "change", "minimum", "target"]
+    if network.capacity is not None:
+        header.append("capacity")
+    writer.writerow(header)
+    for i, name in enumerate(network.names):
+        row = [
+            name,
+            cell(network.current[i]),
+            cell(allocation[i]),
+            cell(allocation[i] - network.current[i]),
+            cell(network.minimum[i]),
+            cell(network.target[i]),
+        ]
+        if network.capacity is not None:
+            row.append(cell(network.capacity[i]))
+        writer.writerow(row)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _print_transfers(transfers: Any, limit: int = 25) -> None:
@@ -170,15 +280,16 @@ def _print_transfers(transfers: Any, limit: int = 25) -> None:
         console.print("No transfers: the allocation stays as it is.")
         return
     records = transfers.records()
-    table = Table(
-        title=f"{len(records)} transfers, {_fmt(transfers.total_moved)} staff moved"
+    console.print(
+        f"{_plural(len(records), 'transfer')}, {_fmt(transfers.total_moved)} staff moved"
         + (
             f", {transfers.total_distance_km:,.0f} km in all"
             if transfers.total_distance_km is not None
             else ""
         ),
-        title_justify="left",
+        soft_wrap=True,
     )
+    table = Table()
     table.add_column("from")
     table.add_column("to")
     table.add_column("count", justify="right")
@@ -186,60 +297,96 @@ def _print_transfers(transfers: Any, limit: int = 25) -> None:
     if has_km:
         table.add_column("km", justify="right")
     for k, record in enumerate(records[:limit]):
-        row = [record["from"], record["to"], _fmt(record["count"])]
+        row = [_escape(record["from"]), _escape(record["to"]), _fmt(record["count"])]
         if has_km:
             row.append(f"{transfers.distance_km[k]:,.0f}")
         table.add_row(*row)
     if len(records) > limit:
-        table.add_row(f"... {len(records) - limit} more (use --out or --json)", "", "")
+        table.add_row(f"... {len(records) - limit:,} more (use --out or --json)", "", "")
     console.print(table)
 
 
 def _print_equity(network: Any, allocation: Any, tau: float, mre: Any) -> None:
+    """The MRE band in words. A hospital's place in the band is about its coverage y/t next to
+    the mean coverage, not about being served well: a hospital below its minimum is listed as
+    such, whatever side of the band it is on."""
+    import numpy as np
+
     from marra.metrics import coverage
 
     result = mre(coverage(allocation, network.target), tau=tau, names=network.names)
     outside = list(result.outside_names or [])
-    band = f"coverage within ±{tau:.0%} of the mean coverage {result.mean:.3f}"
-    if not outside:
-        console.print(f"Equity (MRE): every hospital has {band}.")
-        return
-    above = [network.names[i] for i in result.above]
-    below = [network.names[i] for i in result.below]
+    short = np.flatnonzero(np.asarray(allocation) < network.minimum - 1e-9)
+    short_names = [network.names[i] for i in short]
+    band = f"coverage y/t within ±{tau:.0%} of the mean coverage {result.mean:.3f}"
 
     def _names(items: list[str]) -> str:
-        return ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+        shown = ", ".join(_escape(x) for x in items[:8])
+        return shown + (f" and {len(items) - 8:,} more" if len(items) > 8 else "")
 
-    console.print(
-        f"Equity (MRE, tau={tau:g}): {len(outside)} of {network.n} hospitals fall outside {band}; "
-        f"moving {result.h:.3f} units of coverage excess would share the violations evenly "
-        f"(normalised MRE {result.h_normalised:.4f})."
-    )
-    if below:
-        console.print(f"  under-served: {_names(below)}")
-    if above:
-        console.print(f"  over-served:  {_names(above)}")
+    if not outside:
+        console.print(f"Equity (MRE): every hospital has {band}.")
+    else:
+        console.print(
+            f"Equity (MRE, tau={tau:g}): {_fmt(len(outside))} of {_plural(network.n, 'hospital')} "
+            f"fall outside {band}; moving {result.h:.3f} units of coverage excess would share the "
+            f"violations evenly (normalised MRE {result.h_normalised:.4f})."
+        )
+        below_minimum = set(short_names)
+        below = [network.names[i] for i in result.below]
+        above = [network.names[i] for i in result.above if network.names[i] not in below_minimum]
+        if below:
+            console.print(f"  coverage below the band: {_names(below)}")
+        if above:
+            console.print(f"  coverage above the band: {_names(above)}")
+    if short_names:
+        console.print(
+            f"  still below their minimum: {_names(short_names)} "
+            f"({_fmt(float(np.sum(network.minimum[short] - np.asarray(allocation)[short])))} "
+            "staff missing)"
+        )
 
 
 @app.command()
 def demo(
     budget: Annotated[
-        float | None, typer.Option(help="also cap the staff moved per plan (default: no cap)")
+        str | None,
+        typer.Option(
+            help=BUDGET_HELP + " (default: no cap in the table, one staff per hospital in the "
+            "simulation)",
+            metavar=BUDGET_METAVAR,
+        ),
     ] = None,
-    simulate_steps: Annotated[
-        int, typer.Option("--steps", help="steps of the shifting+shock simulation shown after")
-    ] = 50,
+    horizon: Annotated[
+        int | None,
+        typer.Option(help="steps of the shifting+shock simulation shown after (0: none)"),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="deprecated spelling of --horizon")
+    ] = None,
 ) -> None:
     """Compare every strategy on the built-in network of 150 hospitals."""
+    from marra.experiments.demo import DEMO_METHODS, DEMO_SEEDS
+    from marra.experiments.simulate import estimate_simulation_bytes
     from marra.hospital.network import default_network
     from marra.hospital.strategies import STRATEGIES, allocate, plan
     from marra.metrics import report
 
+    cap = parse_budget(budget, integer=True)
+    simulate_steps = deprecated_alias(
+        horizon, steps, new="--horizon", old="--steps", default=50, low=0, high=MAX_COUNT
+    )
     network = default_network()
+    if simulate_steps > 0:
+        _check_memory(
+            estimate_simulation_bytes(network.n, simulate_steps, DEMO_SEEDS, DEMO_METHODS),
+            f"--horizon {simulate_steps:,}: the demo simulation",
+        )
+    transfer_budget = None if cap is None or math.isinf(cap) else cap
     console.print(
-        f"Built-in network: {network.n} hospitals, {_fmt(network.total)} staff, minima need "
-        f"{_fmt(network.minimum.sum())}, targets ask {_fmt(network.target.sum())}"
-        + ("" if budget is None else f"; transfer budget {_fmt(budget)}")
+        f"Built-in network: {_plural(network.n, 'hospital')}, {_fmt(network.total)} staff, "
+        f"minima need {_fmt(network.minimum.sum())}, targets ask {_fmt(network.target.sum())}"
+        + ("" if transfer_budget is None else f"; transfer budget {_fmt(transfer_budget)}")
     )
     table = Table(title="Every strategy on the built-in network", title_justify="left")
     for column in (
@@ -270,7 +417,7 @@ def demo(
     )
     for name in STRATEGIES:
         started = time.perf_counter()
-        allocation = allocate(network, name, transfer_budget=budget)
+        allocation = allocate(network, name, transfer_budget=transfer_budget)
         elapsed = time.perf_counter() - started
         transfers = plan(network, allocation)
         metrics = report(network, allocation)
@@ -283,7 +430,7 @@ def demo(
             _fmt(metrics["mre_normalised"], 4),
             _fmt(metrics["minima_shortfall"]),
             _fmt(metrics["moved"]),
-            str(len(transfers)),
+            _fmt(len(transfers)),
             "" if km is None else f"{km:,.0f}",
             f"{elapsed * 1000:.1f}",
         )
@@ -291,91 +438,192 @@ def demo(
     console.print(
         "MAE: mean |y - t| (paper 000 Eq. 8); Gini on staff (Eq. 9); cov. Gini on y/t; MRE/N: "
         "normalised Minimum Reallocation of Excess of coverage (paper 003), tau 0.1. Lower is "
-        "better for all."
+        "better for MAE, Gini, cov. Gini, MRE/N and below min; moved, transfers, km and ms are "
+        "what a plan costs."
     )
     if simulate_steps > 0:
-        _demo_simulation(network, simulate_steps)
+        _demo_simulation(network, simulate_steps, cap)
+
+
+def _split_policy(value: str) -> tuple[Path, str | None]:
+    """``policy:PATH`` or ``policy:PATH@label`` -> (PATH, label or None). A path that exists as
+    given wins over a split at ``@``."""
+    spec = value.split(":", 1)[1]
+    if "@" in spec and not Path(spec).exists():
+        path, label = spec.rsplit("@", 1)
+        if not label.strip():
+            raise _fail(f"--strategy {value}: empty label after '@' (policy:PATH@label)")
+        return Path(path), label.strip()
+    return Path(spec), None
 
 
 def _parse_methods(strategies: list[str], budget: float | None, integer: bool) -> list[Any]:
-    """Turn ``--strategy`` values into methods: classical names or ``policy:PATH``."""
+    """Turn ``--strategy`` values into methods: classical names or ``policy:PATH[@label]``.
+
+    ``budget`` as :func:`marra.cli._app.parse_budget` returns it. Without ``--budget``, a
+    learned policy plays at the budget it was trained with, and so do the classical methods (a
+    note says so), so that every method is compared under the same cap; ``--budget none``
+    lifts the cap for every method, the policy included.
+    """
     from marra.experiments.simulate import ClassicalMethod
     from marra.hospital.strategies import STRATEGIES
 
-    methods: list[Any] = []
+    policies: list[Any] = []
+    entries: list[tuple[str, Any]] = []
     for value in strategies:
         if value.startswith("policy:"):
             from marra.experiments.policy_method import PolicyMethod
 
-            path = Path(value.split(":", 1)[1])
+            path, label = _split_policy(value)
             try:
-                methods.append(
-                    PolicyMethod.from_file(path, transfer_budget=budget, integer=integer)
+                method = PolicyMethod.from_file(
+                    path, transfer_budget=budget, integer=integer, label=label
                 )
             except (OSError, ValueError) as exc:
                 raise _fail(f"--strategy {value}: {exc}") from None
+            policies.append(method)
+            entries.append(("policy", method))
         elif value in STRATEGIES:
-            methods.append(ClassicalMethod(value, transfer_budget=budget, integer=integer))
+            entries.append(("classical", value))
         else:
             raise _fail(
                 f"--strategy: unknown strategy {value!r}; choose from {', '.join(STRATEGIES)} "
-                "or policy:PATH/policy.pt"
+                "or policy:PATH/policy.pt[@label]"
+            )
+    classical_budget = budget
+    classical = [value for kind, value in entries if kind == "classical"]
+    if budget is None and policies and classical:
+        trained = {p.budget for p in policies}
+        if len(trained) == 1:
+            classical_budget = trained.pop()
+            if classical_budget is not None:
+                _note(
+                    f"--budget not given: {', '.join(classical)} "
+                    f"{'plays' if len(classical) == 1 else 'play'} under "
+                    f"B={classical_budget:g} staff a step, the budget "
+                    f"{policies[0].label} was trained with (give --budget N, or --budget none "
+                    "for no cap)"
+                )
+        else:
+            listing = ", ".join(f"{p.label}: {budget_text(p.budget)}" for p in policies)
+            _note(
+                f"--budget not given and the policies were trained with different budgets "
+                f"({listing}); {', '.join(classical)} "
+                f"{'plays' if len(classical) == 1 else 'play'} without a cap (give --budget N "
+                "to compare all under one)"
+            )
+    methods: list[Any] = []
+    for kind, value in entries:
+        if kind == "policy":
+            methods.append(value)
+        else:
+            methods.append(
+                ClassicalMethod(value, transfer_budget=classical_budget, integer=integer)
             )
     labels = [m.label for m in methods]
-    if len(set(labels)) != len(labels):
-        raise _fail(f"--strategy: given more than once: {labels}")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise _fail(
+            f"--strategy: {', '.join(repr(r) for r in repeated)} given more than once; give "
+            "each a distinct label with policy:PATH@label"
+        )
     return methods
+
+
+_SIMULATION_FIELDS = {
+    "steps": "--horizon",
+    "seeds": "--seeds",
+    "hospitals": "--hospitals",
+    "tau": "--tau",
+    "methods": "--strategy",
+    "scenario": "--scenario",
+    "out": "--out",
+}
 
 
 @app.command()
 def simulate(
-    scenario: Annotated[
-        str, typer.Option(help="static, shifting, shock, seasonal, outbreak, a+b, or csv:FILE")
-    ] = "shifting",
+    scenario: Annotated[str, typer.Option(help=SCENARIO_HELP)] = "shifting",
     strategy: Annotated[
         list[str] | None,
         typer.Option(
-            help="repeat to compare: qp, nwo, taxation, hybrid, greedy, hold, policy:FILE"
+            help="repeat to compare: qp, nwo, taxation, hybrid, greedy, hold, "
+            "policy:RUN/policy.pt[@label]"
         ),
     ] = None,
-    budget: Annotated[float | None, typer.Option(help="staff that may move per step")] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help=BUDGET_HELP + " (default: a policy's training budget when one is compared, "
+            "else no cap)",
+            metavar=BUDGET_METAVAR,
+        ),
+    ] = None,
     hospitals: Annotated[int, typer.Option(help="random hospitals per seed (no --network)")] = 150,
     network_file: Annotated[
         Path | None, typer.Option("--network", help="CSV network used for every seed")
     ] = None,
-    steps: Annotated[int, typer.Option(help="time steps T")] = 50,
-    seeds: Annotated[int, typer.Option(help="independent runs (seeds 0..N-1)")] = 20,
+    horizon: Annotated[int | None, typer.Option(help="time steps T of each episode")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="deprecated spelling of --horizon")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="independent runs: seeds FIRST..FIRST+N-1")] = 20,
+    first_seed: Annotated[int, typer.Option(help="the first seed (with --seeds N)")] = 0,
     continuous: Annotated[bool, typer.Option("--continuous", help="fractional staff")] = False,
     tau: Annotated[float, typer.Option(help="MRE tolerance band")] = 0.1,
-    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/simulate"),
+    out: Annotated[
+        Path,
+        typer.Option(help="output folder (a rerun with other methods or seeds merges into it)"),
+    ] = Path("runs/simulate"),
     plots: Annotated[bool, typer.Option(help="draw mae.png and gini.png")] = True,
 ) -> None:
     """Simulate strategies over a dynamic scenario; write results.csv, manifest.json and plots."""
     import numpy as np
 
     from marra.experiments.results import ResultsError
-    from marra.experiments.simulate import SimulationError, SimulationSpec, run_simulation
+    from marra.experiments.simulate import (
+        SimulationError,
+        SimulationSpec,
+        estimate_simulation_bytes,
+        run_simulation,
+    )
+    from marra.hospital.scenarios import ScenarioError, make_scenario
 
-    if steps < 1:
-        raise _fail(f"--steps: must be at least 1, got {steps}")
-    if seeds < 1:
-        raise _fail(f"--seeds: must be at least 1, got {seeds}")
-    if hospitals < 1:
-        raise _fail(f"--hospitals: must be at least 1, got {hospitals}")
-    if budget is not None and (not math.isfinite(budget) or budget < 0):
-        raise _fail(f"--budget: must be a non-negative number, got {budget:g}")
-    if out.exists() and not out.is_dir():
-        raise _fail(f"--out: {out} exists and is not a folder")
+    horizon_option = "--horizon" if steps is None else "--steps"
+    steps = deprecated_alias(
+        horizon, steps, new="--horizon", old="--steps", default=50, high=MAX_COUNT
+    )
+    check_count(seeds, "--seeds", high=MAX_COUNT)
+    check_count(first_seed, "--first-seed", low=0)
+    if first_seed + seeds - 1 > MAX_SEED:
+        raise _fail(f"--first-seed: the last seed {first_seed + seeds - 1} exceeds {MAX_SEED}")
+    if network_file is None:
+        check_count(hospitals, "--hospitals", high=MAX_COUNT)
+    if not (math.isfinite(tau) and tau >= 0):
+        raise _fail(f"--tau: must be a non-negative number, got {tau:g}")
     integer = not continuous
-    methods = _parse_methods(strategy or ["qp"], budget, integer)
+    cap = parse_budget(budget, integer=integer)
+    check_output_folder(out)
+    try:
+        make_scenario(scenario, horizon=steps)
+    except ScenarioError as exc:
+        raise _fail(f"--scenario {scenario}: {exc}") from None
     network = None
     if network_file is not None:
-        network = _load_network(network_file, integer=integer)
+        network = _load_network(network_file, integer=integer, option="--network")
+    n = hospitals if network is None else network.n
+    names = strategy or ["qp"]
+    _check_memory(
+        estimate_simulation_bytes(n, steps, seeds, len(names)),
+        f"--seeds {seeds:,} x {horizon_option} {steps:,} x "
+        + (f"--hospitals {n:,}" if network is None else f"{n:,} hospitals of --network"),
+    )
+    methods = _parse_methods(names, cap, integer)
     spec = SimulationSpec(
         scenario=scenario,
-        seeds=list(range(seeds)),
+        seeds=list(range(first_seed, first_seed + seeds)),
         steps=steps,
-        hospitals=hospitals if network is None else network.n,
+        hospitals=n,
         network=network,
         network_source=None if network_file is None else str(network_file),
         integer=integer,
@@ -384,53 +632,76 @@ def simulate(
     arguments = {
         "scenario": scenario,
         "strategy": [m.label for m in methods],
-        "budget": budget,
+        "budget": None if cap is None else budget_text(cap),
+        "budgets": {m.label: m.budget for m in methods},
         "hospitals": spec.hospitals,
         "network": None if network_file is None else str(network_file),
-        "steps": steps,
+        "horizon": steps,
         "seeds": seeds,
+        "first_seed": first_seed,
         "continuous": continuous,
         "tau": tau,
     }
     try:
         results = run_simulation(spec, methods, out, progress=True, arguments=arguments)
-    except (SimulationError, ResultsError) as exc:
+    except SimulationError as exc:
+        flag = _SIMULATION_FIELDS.get(exc.field or "")
+        raise _fail(f"{flag}: {exc.detail}" if flag else str(exc)) from None
+    except ResultsError as exc:
         raise _fail(str(exc)) from None
-    except ValueError as exc:  # scenario parsing and validation name their own field
-        raise _fail(f"--scenario {scenario}: {exc}") from None
     from marra.experiments.results import read_results
 
     frame = read_results(results)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    budgets = {m["label"]: m.get("budget") for m in manifest.get("methods", [])}
+    earlier = manifest.get("merged_from_earlier_runs", [])
     table = Table(
-        title=f"{scenario}: mean over {seeds} seeds and {steps} steps (± std over seeds)",
+        title=f"{scenario}: mean over seeds and {steps} steps (± std over seeds)",
         title_justify="left",
     )
     from marra.experiments.simulate import CORE_METRICS as shown
 
     table.add_column("method")
+    table.add_column("budget", justify="right")
+    table.add_column("seeds", justify="right")
     for metric in shown:
         table.add_column("decision ms" if metric == "decision_seconds" else metric, justify="right")
     for method in dict.fromkeys(frame["method"]):
-        cells = [method]
+        mine = frame[frame["method"] == method]
+        cells = [
+            _escape(str(method)),
+            budget_text(budgets.get(method)),
+            str(mine["seed"].nunique()),
+        ]
         for metric in shown:
-            rows = frame[(frame["method"] == method) & (frame["metric"] == metric)]
+            rows = mine[mine["metric"] == metric]
             per_seed = rows.groupby("seed")["value"].mean().to_numpy()
             scale = 1000.0 if metric == "decision_seconds" else 1.0
             mean, std = float(np.mean(per_seed)) * scale, float(np.std(per_seed)) * scale
             cells.append(f"{mean:.3f} ± {std:.3f}")
         table.add_row(*cells)
     console.print(table)
+    if earlier:
+        _note(
+            f"{out} already held a run with these settings: results.csv merges it, so it also "
+            f"holds {', '.join(earlier)} from before (use another --out for a separate run)"
+        )
     if plots:
         from marra.experiments.plots import plot_run
 
         written = plot_run(out)
-        console.print("plots: " + ", ".join(str(p) for p in written))
-    console.print(f"results: {results} ({len(frame):,} rows); manifest: {out / 'manifest.json'}")
+        console.print("plots: " + ", ".join(_escape(str(p)) for p in written))
+    console.print(
+        f"results: {_escape(str(results))} ({len(frame):,} rows); manifest: "
+        f"{_escape(str(out / 'manifest.json'))}"
+    )
 
 
 @app.command()
 def plot(
-    folder: Annotated[Path, typer.Argument(help="a folder written by marra simulate")],
+    folder: Annotated[
+        Path, typer.Argument(help="a folder written by marra simulate, or its results.csv")
+    ],
     metric: Annotated[
         list[str] | None, typer.Option(help="metrics to plot (default: mae and gini)")
     ] = None,
@@ -443,7 +714,7 @@ def plot(
         written = plot_run(folder, metric or ["mae", "gini"])
     except ResultsError as exc:
         raise _fail(str(exc)) from None
-    console.print("plots: " + ", ".join(str(p) for p in written))
+    console.print("plots: " + ", ".join(_escape(str(p)) for p in written))
 
 
 @app.command()
@@ -456,16 +727,15 @@ def reproduce(
 ) -> None:
     """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md."""
     if paper != "paper000":
-        raise _fail(f"paper: unknown paper {paper!r}; available: paper000")
-    if out.exists() and not out.is_dir():
-        raise _fail(f"--out: {out} exists and is not a folder")
+        raise _fail(f"PAPER: unknown paper {paper!r}; available: paper000")
+    check_output_folder(out)
     from marra.experiments.reproduce import reproduce_paper000
 
     reproduce_paper000(out, quick=quick)
 
 
-def _demo_simulation(network: Any, steps: int) -> None:
+def _demo_simulation(network: Any, steps: int, budget: float | None = None) -> None:
     """A short shifting+shock simulation on the built-in network (hook for the learned policy)."""
     from marra.experiments.demo import demo_simulation
 
-    demo_simulation(network, steps=steps, console=console)
+    demo_simulation(network, steps=steps, console=console, budget=budget)

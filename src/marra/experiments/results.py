@@ -56,21 +56,73 @@ def merge_csv_parts(parts: Iterable[Path], destination: Path) -> int:
     return len(lines) - 1
 
 
-def read_results(folder_or_file: str | os.PathLike[str]) -> Any:
-    """Read ``results.csv`` (or the given CSV) as a pandas DataFrame, checking its columns."""
-    import pandas as pd
+def results_path(folder_or_file: str | os.PathLike[str]) -> Path:
+    """The results table of a run: ``folder/results.csv``, or the CSV file itself when one is
+    given (``marra plot DIR`` and ``marra plot DIR/results.csv`` read the same table).
 
+    Raises:
+        ResultsError: when there is no such file, or the path is neither a folder nor a file.
+    """
     path = Path(folder_or_file)
     if path.is_dir():
         path = path / "results.csv"
     if not path.exists():
         raise ResultsError(f"{path}: no results table here (run `marra simulate --out ...` first)")
-    frame = pd.read_csv(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: not a file (expected a results.csv or its folder)")
+    return path
+
+
+def read_results(folder_or_file: str | os.PathLike[str]) -> Any:
+    """Read ``results.csv`` (or the given CSV) as a pandas DataFrame, checking it: the columns
+    :data:`RESULT_COLUMNS`, at least one row, whole ``seed`` and ``step`` numbers and numeric
+    ``value`` cells.
+
+    Raises:
+        ResultsError: naming the file, and the line and column of the first bad cell.
+    """
+    import pandas as pd
+
+    path = results_path(folder_or_file)
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ResultsError(
+            f"{path}: the file is empty; expected the header {','.join(RESULT_COLUMNS)}"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ResultsError(f"{path}: not a results table ({_first_line(exc)})") from None
     if tuple(frame.columns) != RESULT_COLUMNS:
         raise ResultsError(
-            f"{path}: expected columns {','.join(RESULT_COLUMNS)}, got {','.join(frame.columns)}"
+            f"{path}: expected columns {','.join(RESULT_COLUMNS)}, got "
+            f"{','.join(str(c) for c in frame.columns)}"
         )
+    if frame.empty:
+        raise ResultsError(f"{path}: has a header but no rows")
+    for column, integral in (("seed", True), ("step", True), ("value", False)):
+        raw = frame[column]
+        if pd.api.types.is_integer_dtype(raw) or (
+            not integral and pd.api.types.is_float_dtype(raw)
+        ):
+            continue  # the common case: parsed as numbers already
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = numbers.isna() if integral else numbers.isna() & raw.notna()
+        if integral:
+            bad |= numbers.notna() & (numbers % 1 != 0)
+        if not integral:
+            bad &= ~raw.astype(str).str.strip().str.lower().isin(["nan", "inf", "-inf"])
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise ResultsError(
+                f"{path}: column {column!r}, line {row + 2}: {raw.iloc[row]!r} is not "
+                f"{'an integer' if integral else 'a number'}"
+            )
+        frame[column] = numbers.astype("int64") if integral else numbers.astype(float)
     return frame
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def git_revision() -> str | None:
