@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +27,17 @@ FILES = ("results.csv", "manifest.json", "summary.md", "figure1_shifting.png",
 
 
 def test_tiny_reproduction_writes_figures_summary_and_tidy_results(tmp_path: Path) -> None:
-    reproduce_paper000(tmp_path, config=TINY, progress=False)
+    old_umask = os.umask(0o022)  # issue 8, item 2: every file readable by colleagues
+    try:
+        reproduce_paper000(tmp_path, config=TINY, progress=False)
+    finally:
+        os.umask(old_umask)
     for name in FILES:
         assert (tmp_path / name).stat().st_size > 0, name
+    mine = [p for p in tmp_path.rglob("*") if p.is_file() and "tensorboard" not in p.parts]
+    assert {"DONE", "summary.md", "method.json"} <= {p.name for p in mine}
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in mine}
+    assert {m for m in modes.values()} == {0o644}, modes
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(frame.columns) == ["method", "scenario", "seed", "step", "metric", "value"]
     assert set(frame["scenario"]) == {"shifting", "shock", "ablation"}

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from marra._io import atomic_write_text
 from marra.experiments.results import merge_csv_parts, read_results, write_manifest
 from marra.experiments.simulate import ClassicalMethod, SimulationSpec, run_simulation
 
@@ -107,7 +108,7 @@ def train_agent(
     ppo = PPOConfig(total_steps=steps, seed=seed)
     resume = (out_dir / "checkpoint.pt").exists()
     result = train(ppo, env_kwargs, out_dir=out_dir, resume=resume, progress=progress)
-    done.write_text(f"{result.env_steps}\n")
+    atomic_write_text(done, f"{result.env_steps}\n")
     return result.policy_path
 
 
@@ -276,8 +277,6 @@ def write_summary(
     frame: Any, path: Path, *, config: ReproduceConfig, wall_s: float, quick: bool
 ) -> Path:
     """``summary.md``: a table per scenario (mean ± std over seeds of per-run means)."""
-    from marra._io import atomic_write_text
-
     T = config.horizon
     lines = [
         "# Reproduction of paper 000 (Figures 1 and 2)",
