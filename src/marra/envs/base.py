@@ -181,6 +181,8 @@ class EnvSpec:
         obs_names: optional names of the observation features.
         outcome: what ``info["episode_outcome"]`` holds (a short phrase, for docs and tables).
         any_num_agents: a policy without per-agent parameters runs on any ``num_agents``.
+        action_scale: for continuous actions, the typical size of a useful action: learners
+            scale their unit Gaussian outputs by it (None: half the action range).
     """
 
     name: str
@@ -196,6 +198,7 @@ class EnvSpec:
     obs_names: tuple[str, ...] | None = None
     outcome: str = "each agent's undiscounted return"
     any_num_agents: bool = True
+    action_scale: float | None = None
 
     def __post_init__(self) -> None:
         check_int("spec.num_agents", self.num_agents)

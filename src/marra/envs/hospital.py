@@ -225,6 +225,9 @@ class HospitalEnv(MultiAgentEnv):
             largest current or target of ``network``, or 100 for random networks.
         network_kwargs: extra keyword arguments for ``generate_network`` (e.g.
             ``{"capacity_factor": 1.5}``); only when ``network`` is None.
+        agent_rewards: give each hospital its own exact share of Eq. (1) as its reward
+            (``spec.reward == "agent"``; the shares sum to the team reward) instead of the team
+            reward (default False).
         auto_reset: the old name of ``autoreset`` (kept working).
 
     Attributes:
@@ -254,6 +257,7 @@ class HospitalEnv(MultiAgentEnv):
         reward_scale: float | Literal["auto"] = "auto",
         max_action: float | None = None,
         network_kwargs: dict[str, Any] | None = None,
+        agent_rewards: bool = False,
         num_envs: int = 1,
         device: str | torch.device = "cpu",
         seed: int | None = None,
@@ -341,6 +345,9 @@ class HospitalEnv(MultiAgentEnv):
         self.max_action = max_action
         self.network = network
         self.network_kwargs = {"names": False, **(network_kwargs or {})}
+        if not isinstance(agent_rewards, bool):
+            raise EnvError(f"agent_rewards: must be true or false, got {agent_rewards!r}")
+        self.agent_rewards = agent_rewards
         self.networks: list[HospitalNetwork | None] = [None] * self.num_envs
         self.realisations: list[Any] = [None] * self.num_envs
         if network is not None:
@@ -355,12 +362,13 @@ class HospitalEnv(MultiAgentEnv):
             state_dim=self.state_dim,
             action=ActionSpec.continuous(1, -self.max_action, self.max_action),
             horizon=self._horizon,
-            reward="team",
+            reward="agent" if self.agent_rewards else "team",
             metrics=EPISODE_METRICS,
             baselines=(*CLASSICAL_BASELINES, "random"),
             obs_names=(*LOCAL_FEATURES, *CONTEXT_FEATURES),
             outcome="each hospital's coverage y/t at the last step",
             any_num_agents=True,
+            action_scale=10.0,  # staff: the typical gap |t - c| of the default network
         )
 
         shape = (self.num_envs, self.n)
@@ -584,7 +592,10 @@ class HospitalEnv(MultiAgentEnv):
             torch.float32
         )
         info["team_reward"] = team_reward
-        reward = team_reward.unsqueeze(1).expand(self.num_envs, self.n).contiguous()
+        if self.agent_rewards:
+            reward = info["agent_reward"]
+        else:
+            reward = team_reward.unsqueeze(1).expand(self.num_envs, self.n).contiguous()
         terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return reward, terminated, info
 

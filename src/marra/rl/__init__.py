@@ -1,44 +1,69 @@
-"""Learners: the PPO core (MAPPO with a shared actor), its networks, checkpoints and policy files.
+"""Learners on the environment contract: the PPO family (IPPO, MAPPO), sharing schemes, one
+training loop, checkpoints and policy files.
 
 Public API:
 
-- :class:`PPOConfig`: every hyperparameter, documented.
-- :func:`train`: train on the batched environment, write ``policy.pt``, ``checkpoint.pt`` and
-  ``train_log.csv``; :class:`TrainResult`; :class:`TrainingError`.
-- :func:`compute_gae`, :func:`collect_rollout`, :func:`ppo_update`: the pieces of PPO.
+- :class:`PPOConfig` (every hyperparameter, documented; ``algo`` and ``sharing`` choose the
+  learner), :data:`ALGORITHMS` (capability flags), :func:`check_compatible`.
+- :func:`train` (:mod:`marra.rl.loop`): train on any registered environment, write
+  ``policy.pt``, ``checkpoint.pt``, ``train_log.csv``; :class:`TrainResult`;
+  :class:`TrainingError`.
+- :func:`compute_gae`, :func:`collect_rollout` (:mod:`marra.rl.rollout`), :func:`ppo_update`,
+  :func:`build_model` (:mod:`marra.rl.ppo`): the pieces of PPO.
+- Sharing schemes (:mod:`marra.rl.sharing`): ``none``, ``full``, ``id``; :func:`make_sharing`,
+  :func:`register_sharing`.
 - :func:`save_policy`, :func:`load_policy`, :class:`LearnedPolicy`, :class:`PolicyFileError`.
 - :func:`evaluate_policy`: one seeded episode of every environment copy under a policy.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import PPOConfig
-from .networks import ActorCritic, CentralCritic, LocalCritic, SharedActor
+from .config import ALGORITHMS, PPOConfig
+from .evaluation import evaluate_policy
+from .loop import MemoryEstimateError, RunExistsError, TrainResult, train
+from .networks import Actor, Critic, GroupedLinear, GroupedMLP, ObsNorm, RunningNorm, ValueNorm
 from .policy import POLICY_FORMAT_VERSION, LearnedPolicy, PolicyFileError, load_policy, save_policy
 from .ppo import (
-    Rollout,
+    ActorCritic,
+    CompatibilityError,
     TrainingError,
-    TrainResult,
-    collect_rollout,
-    compute_gae,
-    evaluate_policy,
+    build_agent,
+    build_model,
+    check_compatible,
     ppo_update,
-    train,
 )
+from .rollout import Rollout, collect_rollout, compute_gae, iteration_seed
+from .sharing import SHARING_SCHEMES, SharingScheme, make_sharing, register_sharing
 
 __all__ = [
     "PPOConfig",
+    "ALGORITHMS",
+    "check_compatible",
+    "CompatibilityError",
     "train",
     "TrainResult",
     "TrainingError",
+    "RunExistsError",
+    "MemoryEstimateError",
     "Rollout",
     "compute_gae",
     "collect_rollout",
+    "iteration_seed",
     "ppo_update",
+    "build_model",
+    "build_agent",
     "evaluate_policy",
     "ActorCritic",
-    "SharedActor",
-    "CentralCritic",
-    "LocalCritic",
+    "Actor",
+    "Critic",
+    "GroupedLinear",
+    "GroupedMLP",
+    "ObsNorm",
+    "RunningNorm",
+    "ValueNorm",
+    "SharingScheme",
+    "SHARING_SCHEMES",
+    "make_sharing",
+    "register_sharing",
     "save_policy",
     "load_policy",
     "LearnedPolicy",

@@ -8,6 +8,8 @@ A checkpoint (``checkpoint.pt``, a ``torch.save`` dict loaded with ``weights_onl
 - ``iteration`` and ``env_steps`` counters, ``elapsed_s`` (wall time so far);
 - ``config`` (:class:`PPOConfig` as a dict) and ``env_settings`` (a JSON-safe description of the
   environment arguments), used to refuse resuming a different run;
+- ``env_name`` and ``log_rows`` (every row of ``train_log.csv`` so far: a resume rewrites the
+  log from them, so the log and the checkpoint always agree);
 - ``format_version`` and ``marra_version``.
 
 Environment copies are reset from seeds derived from ``(config.seed, iteration)`` at the start of
@@ -40,7 +42,7 @@ __all__ = [
     "load_checkpoint",
 ]
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
 _CHECKPOINT_KIND = "marra-ppo-checkpoint"
 
 
@@ -131,10 +133,13 @@ def save_checkpoint(
     elapsed_s: float,
     config: dict[str, Any],
     env_settings: Any,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the checkpoint of a run atomically (see the module docstring for the contents)."""
+    """Write the checkpoint of a run atomically (see the module docstring for the contents);
+    ``extra`` entries (the environment name, the log rows so far) are stored alongside."""
     atomic_torch_save(
         {
+            **(extra or {}),
             "kind": _CHECKPOINT_KIND,
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "marra_version": marra.__version__,
@@ -164,15 +169,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: cannot be read (truncated or corrupt?): {exc}"
-        ) from exc
+            f"checkpoint {str(path)!r}: cannot be read (truncated or corrupt?): {first}"
+        ) from None
     if not isinstance(data, dict) or data.get("kind") != _CHECKPOINT_KIND:
         raise CheckpointError(f"checkpoint {str(path)!r}: not a marra PPO checkpoint")
     version = data.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {str(path)!r}: format version {version!r}, this marra reads version "
-            f"{CHECKPOINT_FORMAT_VERSION}"
+            f"{CHECKPOINT_FORMAT_VERSION} (a run of an older marra cannot be resumed; its "
+            "policy.pt still loads)"
         )
     return data

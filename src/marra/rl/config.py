@@ -1,12 +1,8 @@
-"""Hyperparameters of the PPO learner, in one documented dataclass.
+"""Hyperparameters of the PPO family (IPPO, MAPPO), in one documented dataclass.
 
 gamma, gae_lambda and clip_coef are paper 000's values (section 3); the rest are marra's choices,
-tuned so that the default run trains a useful policy for 150 hospitals in under five minutes on a
-small CPU. Measured on a shared 2-core machine (one torch thread), shifting targets, n = 150,
-B = 150, MAE averaged over the 50 steps of 8 held-out episodes (``benchmarks/training.py``'s
-evaluation set): 1,450-1,600 env-steps/s; seed 1 scores 1.04 after the default 400,000
-env-steps (272 s), seed 2 1.05 after 120,000 (85 s) and 1.01 after 400,000, against 10.39 for
-doing nothing and 0.955 for re-planning with the QP under the same budget at every step.
+tuned on the hospital task so that the default run trains a useful policy for 150 hospitals in a
+few minutes on a small CPU (figures in ``docs/performance.md``, "Training").
 """
 
 from __future__ import annotations
@@ -15,50 +11,100 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["PPOConfig"]
+__all__ = ["PPOConfig", "ALGORITHMS", "AlgorithmInfo", "CRITICS"]
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """What an algorithm supports (capability flags), so an unsupported pairing with an
+    environment or a sharing scheme is one clear error (:func:`marra.rl.check_compatible`)."""
+
+    name: str
+    family: str
+    description: str
+    discrete: bool
+    continuous: bool
+    needs_state: bool
+    on_policy: bool
+    default_critic: str
+
+
+#: The learners of the PPO family (value-based learners register theirs the same way).
+ALGORITHMS: dict[str, AlgorithmInfo] = {
+    "ippo": AlgorithmInfo(
+        "ippo",
+        "ppo",
+        "independent PPO: each agent's critic sees only its own observation",
+        discrete=True,
+        continuous=True,
+        needs_state=False,
+        on_policy=True,
+        default_critic="local",
+    ),  # fmt: skip
+    "mappo": AlgorithmInfo(
+        "mappo",
+        "ppo",
+        "multi-agent PPO: a centralised critic on the global state (CTDE)",
+        discrete=True,
+        continuous=True,
+        needs_state=True,
+        on_policy=True,
+        default_critic="state",
+    ),  # fmt: skip
+}
+
+#: Critic inputs: ``local`` (own observation), ``state`` (``env.state()``), ``pool`` (a deep set
+#: over every agent's observation: centralised, any number of agents).
+CRITICS = ("local", "state", "pool")
 
 
 @dataclass(frozen=True)
 class PPOConfig:
     """Every hyperparameter of :func:`marra.rl.train`.
 
-    One *env-step* is one step of one copy of the environment (all its hospitals at once). One
-    *iteration* rolls ``num_envs`` copies through one whole episode of ``horizon`` steps (the
-    rollout length equals the environment's horizon, so every iteration starts from freshly reset
-    copies), then updates the networks for ``update_epochs`` epochs of ``num_minibatches``
-    minibatches each. ``total_steps`` is rounded down to whole iterations (at least one).
+    One *env-step* is one step of one copy of the environment (all its agents at once); one
+    *agent-step* is one agent's part of it. One *iteration* rolls ``num_envs`` copies for
+    ``rollout_steps`` steps (default: the environment's horizon, so every iteration is one whole
+    episode of every copy, freshly reset), then updates the networks for ``update_epochs``
+    epochs of ``num_minibatches`` minibatches each. ``total_steps`` is rounded UP to whole
+    iterations (the run says so when it rounds).
     """
 
-    # --- run --------------------------------------------------------------------------------
+    # --- algorithm ---------------------------------------------------------------------------
+    algo: Literal["ippo", "mappo"] = "mappo"
+    """``"ippo"``: per-agent critics on their own observation; ``"mappo"``: a centralised critic
+    (``critic`` below)."""
+    sharing: str = "full"
+    """Parameter sharing of the actor and the per-agent critics: ``"none"``, ``"full"``, ``"id"``
+    (:mod:`marra.rl.sharing`)."""
+    critic: Literal["auto", "local", "state", "pool"] = "auto"
+    """Critic input: ``"auto"`` (ippo: ``local``, mappo: ``state``), ``"local"``, ``"state"``
+    (``env.state()``), ``"pool"`` (mean and max pooling of per-agent encodings of every agent's
+    observation; centralised, defined for any number of agents)."""
+
+    # --- run ---------------------------------------------------------------------------------
     seed: int = 1
     """Seed of everything: network initialisation, action sampling, minibatch order and the
-    environment seeds (copy resets are seeded from ``(seed, iteration)``)."""
+    environment seeds (copies are reset from ``(seed, iteration)``)."""
     total_steps: int = 400_000
     """Env-steps to train for (one env-step = one step of one copy)."""
     num_envs: int = 16
     """Environment copies stepped together (the batch dimension of the environment)."""
+    rollout_steps: int | None = None
+    """Steps per copy per iteration; None: the environment's horizon (one whole episode)."""
     device: str = "cpu"
     """Torch device for the networks and the environment."""
     torch_threads: int | None = 1
     """``torch.set_num_threads`` during training (restored afterwards); None leaves it alone.
-    One by default: the networks are small and every step runs many short ops, at each of which
-    OpenMP threads synchronise; on a machine where another process is busy a second thread made
-    training 35 times slower (49 against 1,838 env-steps/s, 2 cores). In that measurement both
-    thread counts gave the same parameters."""
+    One by default: the networks are small and every step runs many short ops at each of which
+    OpenMP threads synchronise, which on a busy machine costs far more than it gains
+    (``docs/performance.md``). Thread counts do not change the numbers a run produces."""
 
     # --- advantage estimation (paper 000 Eq. 3-4) -------------------------------------------
     gamma: float = 0.99
     """Discount factor gamma (paper 000: 0.99)."""
     gae_lambda: float = 0.95
     """GAE lambda (paper 000: 0.95)."""
-    reward_mode: Literal["team", "agent"] = "team"
-    """"team": every hospital is credited with the team reward (paper 000 Eq. 1), one advantage
-    per network state. "agent": each hospital i gets its own share r_i of Eq. (1) (the
-    environment's ``info["agent_reward"]``, which sums exactly to the team reward; paper 000's
-    Algorithm 1 gives each agent its own reward), its own GAE from a per-hospital value (the
-    critic then outputs one value per hospital), and advantages normalised over (step, copy,
-    hospital). Environments without ``agent_reward`` credit every hospital with the team
-    reward."""
 
     # --- optimisation ----------------------------------------------------------------------
     learning_rate: float = 1e-3
@@ -70,8 +116,8 @@ class PPOConfig:
     update_epochs: int = 4
     """K: passes over each rollout (paper 000, Algorithm 1)."""
     num_minibatches: int = 8
-    """Minibatches per epoch; a minibatch holds whole network states (all hospitals of a copy at
-    one step), so the centralised critic always sees complete networks."""
+    """Minibatches per epoch; a minibatch holds whole environment states (every agent of a copy
+    at one step), so a centralised critic always sees complete states."""
     clip_coef: float = 0.2
     """Clipping epsilon of the surrogate objective (paper 000 Eq. 5: 0.2)."""
     ent_coef: float = 0.0
@@ -81,53 +127,75 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Gradient-norm clip, applied to the actor's and the critic's gradients separately."""
     norm_adv: bool = True
-    """Normalise the team advantages of each rollout to mean 0, std 1."""
+    """Normalise the advantages of each rollout to mean 0, std 1."""
     obs_norm: bool = True
-    """Normalise each observation feature by running statistics (:class:`RunningNorm`, part of
-    the actor and of the saved policy), updated after every iteration's update. The gap
-    ``(c - t) / s`` that tracking depends on is of order 0.03 next to features of order 1;
-    measured (shifting, n = 150, seed 1, 400,000 env-steps, held-out MAE): 1.29 without,
-    1.06 with (budgeted QP 0.955)."""
+    """Normalise each observation feature by running statistics (:class:`ObsNorm`, part of the
+    actor and of the saved policy), updated after every iteration's update."""
     norm_value: bool = True
-    """Learn the value in normalised units (running mean/std of the returns, as MAPPO does),
-    so the critic copes with reward scales that differ by orders of magnitude (eta, ablations)."""
+    """Learn the value in normalised units (running mean/std of the returns, as MAPPO does)."""
     target_kl: float | None = None
     """Stop an iteration's epochs early once the approximate KL exceeds this; None: never."""
 
     # --- networks --------------------------------------------------------------------------
     actor_hidden: tuple[int, ...] = (32, 32)
-    """Hidden widths of the shared per-hospital actor MLP."""
+    """Hidden widths of the per-agent actor MLP."""
     activation: Literal["relu", "tanh"] = "relu"
-    """Hidden activation of every MLP. ReLU by default: on CPU, tanh costs about six times as
-    much as the matrix products of a 64-wide layer, and the networks run on n hospitals x
-    num_envs rows per step."""
-    critic: Literal["central", "local"] = "central"
-    """"central": one value of the whole network state (per-hospital encoder, mean and max
-    pooling, MLP; CTDE, MAPPO). "local": each hospital estimates the team value from its own
-    observation and the estimates are averaged (independent learners, IPPO)."""
+    """Hidden activation of every MLP (ReLU: on CPU tanh costs several times a small matmul)."""
     critic_encoder_hidden: tuple[int, ...] = (32,)
-    """Hidden widths of the critic's per-hospital encoder (central critic) or of the whole
-    per-hospital value MLP together with ``critic_hidden`` (local critic)."""
+    """Hidden widths of the critic's first part (the per-agent encoder of the ``pool`` critic;
+    for ``local``/``state`` critics simply the first hidden layers)."""
     critic_hidden: tuple[int, ...] = (32,)
-    """Hidden widths of the critic's MLP after pooling (central) / after the encoder (local)."""
+    """Hidden widths of the critic's second part."""
     init_log_std: float = -1.5
-    """Initial log standard deviation of the Gaussian policy (learned, state-independent):
-    exp(-1.5) x ``action_scale`` = 2.2 staff of exploration noise at the start. Measured as
-    for ``obs_norm``: 1.06 with -1.0, 1.04 with -1.5 (reached at 320,000 env-steps)."""
-    action_scale: float = 10.0
-    """Staff units per unit of policy output: the environment receives ``action_scale * a``.
-    The default matches the typical gap |t - c| of the default network (about 10 staff)."""
+    """Initial log standard deviation of Gaussian policies (learned, state-independent)."""
+    action_scale: float | None = None
+    """Environment units per unit of Gaussian policy output (the environment receives
+    ``center + action_scale * a``); None: the environment's hint ``spec.action_scale`` (the
+    hospital: 10 staff), else half the action range (1 for unbounded actions)."""
+    id_onehot_max: int = 64
+    """``sharing="id"``: one-hot identities up to this many agents, a learned embedding above."""
+    id_embedding_dim: int = 16
+    """``sharing="id"``: width of the learned identity embedding."""
 
     # --- bookkeeping -----------------------------------------------------------------------
     checkpoint_every: int = 10
     """Write ``checkpoint.pt`` every this many iterations (and at the end)."""
 
     def __post_init__(self) -> None:
+        from marra.rl.sharing import SHARING_SCHEMES
+
+        if self.algo not in ALGORITHMS:
+            raise ValueError(
+                f"algo: unknown algorithm {self.algo!r}; choose one of {', '.join(ALGORITHMS)}"
+            )
+        if self.sharing not in SHARING_SCHEMES:
+            raise ValueError(
+                f"sharing: unknown scheme {self.sharing!r}; choose one of "
+                f"{', '.join(SHARING_SCHEMES)}"
+            )
+        if self.critic == "central":  # the name of marra 0.1
+            object.__setattr__(self, "critic", "pool")
+        if self.critic not in ("auto", *CRITICS):
+            raise ValueError(f"critic: one of auto, {', '.join(CRITICS)}; got {self.critic!r}")
         positive_ints = ("total_steps", "num_envs", "update_epochs", "num_minibatches")
-        for name in (*positive_ints, "checkpoint_every"):
+        for name in (*positive_ints, "checkpoint_every", "id_onehot_max", "id_embedding_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.rollout_steps is not None and (
+            isinstance(self.rollout_steps, bool)
+            or not isinstance(self.rollout_steps, int)
+            or self.rollout_steps < 1
+        ):
+            raise ValueError(
+                f"rollout_steps: a positive integer or None, got {self.rollout_steps!r}"
+            )
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not (0 <= self.seed < 2**63)
+        ):
+            raise ValueError(f"seed: must be an integer in [0, 2**63), got {self.seed!r}")
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -139,18 +207,14 @@ class PPOConfig:
         for name in ("ent_coef", "vf_coef"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
-        if self.action_scale <= 0.0:
-            raise ValueError(f"action_scale: must be > 0, got {self.action_scale!r}")
+        if self.action_scale is not None and not self.action_scale > 0.0:
+            raise ValueError(f"action_scale: must be > 0 or None, got {self.action_scale!r}")
         if self.target_kl is not None and self.target_kl <= 0.0:
             raise ValueError(f"target_kl: must be > 0 or None, got {self.target_kl!r}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1 or None, got {self.torch_threads!r}")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation: must be 'relu' or 'tanh', got {self.activation!r}")
-        if self.reward_mode not in ("team", "agent"):
-            raise ValueError(f"reward_mode: must be 'team' or 'agent', got {self.reward_mode!r}")
-        if self.critic not in ("central", "local"):
-            raise ValueError(f"critic: must be 'central' or 'local', got {self.critic!r}")
         for name in ("actor_hidden", "critic_encoder_hidden", "critic_hidden"):
             widths = tuple(getattr(self, name))
             if not widths or any(int(w) != w or w < 1 for w in widths):
@@ -158,6 +222,13 @@ class PPOConfig:
                     f"{name}: must be a non-empty tuple of positive ints, got {widths}"
                 )
             object.__setattr__(self, name, tuple(int(w) for w in widths))
+
+    @property
+    def critic_kind(self) -> str:
+        """The critic input actually used (``critic`` with ``"auto"`` resolved)."""
+        if self.critic != "auto":
+            return self.critic
+        return ALGORITHMS[self.algo].default_critic
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (tuples as lists) that :meth:`from_dict` turns back into the config."""

@@ -1,18 +1,14 @@
-"""Actor and critics of the PPO learner.
+"""Networks of the learners: grouped MLPs (parameter sharing), normalisers, heads, critics.
 
-Shapes: ``obs`` is ``(..., n, obs_dim)``, one row per hospital (its own normalised state plus the
-network-wide context the environment broadcasts); leading dimensions are batch dimensions, e.g.
-``(num_envs,)`` during rollouts or ``(minibatch,)`` during updates.
+Shapes: observations are ``(..., num_agents, obs_dim)``; leading dimensions are batch
+dimensions (``(num_envs,)`` during rollouts, ``(minibatch,)`` during updates).
 
-- :class:`SharedActor`: ONE network applied to every hospital's row (parameter sharing), giving
-  the mean of a Gaussian over that hospital's action, with a learned state-independent log-std.
-  It never mixes hospitals, so a policy trained on 20 hospitals runs on 500.
-- :class:`CentralCritic`: the value of the whole network state (CTDE): a per-hospital encoder,
-  mean and max pooling over hospitals (permutation-invariant), then an MLP. With
-  ``per_agent=True`` it gives one value per hospital, from that hospital's encoding and the
-  pooled context (still centralised: every value sees the whole network).
-- :class:`LocalCritic`: each hospital estimates the team value from its own row; the estimates
-  are averaged (independent learners), or, with ``per_agent=True``, kept per hospital.
+Parameter sharing is a mapping from agents to parameter *groups* (:mod:`marra.rl.sharing`).
+:class:`GroupedLinear` holds one weight matrix per group, ``(G, in, out)``, and evaluates every
+agent with its group's weights in ONE batched call (a gather by group index and a batched
+matrix product, never a Python loop over agents or groups). With one group it is a plain
+``Linear`` (the fast path of full sharing); with one group per agent and the identity mapping
+it is a batched matrix product over agents (no gather).
 """
 
 from __future__ import annotations
@@ -23,21 +19,28 @@ import torch
 from torch import nn
 
 __all__ = [
-    "SharedActor",
-    "RunningNorm",
-    "CentralCritic",
-    "LocalCritic",
-    "ActorCritic",
-    "ValueNormalizer",
-    "mlp",
     "ACTIVATIONS",
+    "GroupedLinear",
+    "GroupedMLP",
+    "ObsNorm",
+    "RunningNorm",
+    "ValueNorm",
+    "ValueNormalizer",
+    "Actor",
+    "Critic",
     "gaussian_log_prob",
+    "masked_logits",
+    "mlp",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
-
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 
 
 def mlp(
@@ -51,10 +54,9 @@ def mlp(
     """``Linear -> activation`` for each hidden width, then a linear output layer.
 
     Orthogonal initialisation (gain sqrt(2) for hidden layers, ``out_gain`` for the output),
-    zero biases, as is usual for PPO. ``activation`` is ``"relu"`` or ``"tanh"``.
+    zero biases, as is usual for PPO.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    _check_activation(activation)
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
@@ -75,19 +77,93 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
     return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - _LOG_SQRT_2PI
 
 
-class RunningNorm(nn.Module):
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Logits with masked-out actions at the smallest float: their probability is exactly 0 in
+    float32 and they are never sampled (even when one action is left)."""
+    if mask is None:
+        return logits
+    return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+
+
+# --------------------------------------------------------------------------- grouped layers
+class GroupedLinear(nn.Module):
+    """``y_i = x_i W_{g(i)} + b_{g(i)}`` for every agent ``i`` with group ``g(i)``.
+
+    ``weight (G, in, out)``, ``bias (G, out)``. ``forward(x (..., N, in), groups (N,))``. Each
+    group's matrix is initialised orthogonally with ``gain`` (as :func:`mlp`), the bias at 0.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, num_groups: int, gain: float) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim, self.num_groups = int(in_dim), int(out_dim), int(num_groups)
+        weight = torch.empty(self.num_groups, self.in_dim, self.out_dim)
+        for g in range(self.num_groups):  # initialisation only, once
+            matrix = torch.empty(self.out_dim, self.in_dim)  # as nn.Linear stores it
+            nn.init.orthogonal_(matrix, gain)
+            weight[g] = matrix.T
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(self.num_groups, self.out_dim))
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+        if self.num_groups == 1:
+            return torch.matmul(x, self.weight[0]) + self.bias[0]
+        if groups is None:  # identity mapping: agent i uses group i
+            weight, bias = self.weight, self.bias
+        else:
+            weight, bias = self.weight[groups], self.bias[groups]  # (N, in, out), (N, out)
+        lead = x.shape[:-2]
+        n = x.shape[-2]
+        flat = x.reshape(-1, n, self.in_dim).transpose(0, 1)  # (N, B, in)
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight)  # (N, B, out)
+        return out.transpose(0, 1).reshape(*lead, n, self.out_dim)
+
+
+class GroupedMLP(nn.Module):
+    """An MLP whose every layer is a :class:`GroupedLinear` (same grouping for all layers)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        out_dim: int,
+        num_groups: int,
+        *,
+        out_gain: float,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        _check_activation(activation)
+        widths = (int(in_dim), *(int(h) for h in hidden))
+        self.layers = nn.ModuleList(
+            [
+                GroupedLinear(a, b, num_groups, math.sqrt(2.0))
+                for a, b in zip(widths, widths[1:], strict=False)
+            ]
+            + [GroupedLinear(widths[-1], out_dim, num_groups, out_gain)]
+        )
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x, groups))
+        return self.layers[-1](x, groups)
+
+
+# --------------------------------------------------------------------------- normalisers
+class ObsNorm(nn.Module):
     """Per-feature running mean and variance of observations, ``x -> clip((x - mu) / sd, +-c)``.
 
     The statistics are float64 buffers (so checkpoints and policy files hold them), pooled over
-    every hospital row seen (one set of statistics per feature, shared by all hospitals, so the
-    policy still runs on any n). ``update`` merges a batch with the parallel-variance formula
-    (Chan, Golub and LeVeque); ``sd = sqrt(var + floor^2)`` keeps near-constant features (the
-    budget, the time left at one step) from being blown up. With ``enabled=False`` the map is
-    the identity, ``update`` does nothing and the buffers are not part of the state dict.
+    every agent row seen (one set of statistics per feature, shared by all agents, so a policy
+    with shared parameters still runs on any number of agents). ``update`` merges a batch with
+    the parallel-variance formula (Chan, Golub and LeVeque); ``sd = sqrt(var + floor^2)`` keeps
+    near-constant features (the budget, the time left at one step) from being blown up. With
+    ``enabled=False`` the map is the identity, ``update`` does nothing and the buffers are not
+    part of the state dict.
 
-    Why: the feature that matters most for tracking, the gap ``(c - t) / s``, is of order 0.03
-    once targets are nearly met, next to features of order 1; scaled to unit variance it is as
-    visible to the first layer as the others (``docs/environment.md``).
+    Why: features of very different scales (the hospital's gap ``(c - t) / s`` is of order 0.03
+    next to features of order 1) are equally visible to the first layer once scaled
+    (``docs/environment.md``).
     """
 
     def __init__(self, dim: int, enabled: bool = True, clip: float = 10.0, floor: float = 1e-2):
@@ -95,8 +171,7 @@ class RunningNorm(nn.Module):
         self.enabled = bool(enabled)
         self.clip = float(clip)
         self.floor = float(floor)
-        # only an enabled normaliser is saved: policy files without one load unchanged
-        keep = self.enabled
+        keep = self.enabled  # only an enabled normaliser is saved
         self.register_buffer("count", torch.zeros((), dtype=torch.float64), persistent=keep)
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64), persistent=keep)
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64), persistent=keep)
@@ -127,59 +202,10 @@ class RunningNorm(nn.Module):
         return scaled.clamp(-self.clip, self.clip)
 
 
-class SharedActor(nn.Module):
-    """pi_theta(a_i | o_i) = N(mu_theta(o_i), sigma^2), the same theta for every hospital i.
-
-    ``forward(obs (..., n, obs_dim)) -> mean (..., n)`` in policy units; sigma = exp(log_std) is
-    one learned scalar (state-independent). The environment receives ``action_scale * a``.
-    With ``obs_norm`` the raw observation first goes through :class:`RunningNorm` (its
-    statistics are part of the actor, so a saved policy normalises exactly as in training).
-    """
-
-    def __init__(
-        self,
-        obs_dim: int,
-        hidden: tuple[int, ...] = (64, 64),
-        init_log_std: float = 0.0,
-        activation: str = "relu",
-        obs_norm: bool = False,
-    ):
-        super().__init__()
-        self.obs_dim = int(obs_dim)
-        self.hidden = tuple(int(h) for h in hidden)
-        self.activation = activation
-        self.obs_norm = RunningNorm(self.obs_dim, enabled=obs_norm)
-        self.mean_net = mlp(self.obs_dim, self.hidden, 1, out_gain=0.01, activation=activation)
-        self.log_std = nn.Parameter(torch.full((1,), float(init_log_std)))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mean_net(self.obs_norm(obs)).squeeze(-1)
-
-    def sample(
-        self, obs: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``a ~ pi(.|obs)``; returns ``(action, log_prob)``, both ``(..., n)``."""
-        mean = self(obs)
-        device = generator.device if generator is not None else mean.device
-        noise = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
-        noise = noise.to(mean.device)  # a CPU generator keeps runs reproducible on any device
-        action = mean + torch.exp(self.log_std) * noise
-        return action, gaussian_log_prob(action, mean, self.log_std)
-
-    def evaluate(
-        self, obs: torch.Tensor, action: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log_prob (..., n), entropy ())`` of given actions under the current parameters.
-
-        The entropy of N(mu, sigma^2) is ``0.5 + log sqrt(2 pi) + log sigma``, the same for every
-        hospital because sigma is state-independent.
-        """
-        log_prob = gaussian_log_prob(action, self(obs), self.log_std)
-        entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum()
-        return log_prob, entropy
+RunningNorm = ObsNorm  # the name of marra 0.1
 
 
-class ValueNormalizer(nn.Module):
+class ValueNorm(nn.Module):
     """Running mean/std of the value targets (returns), kept as buffers so checkpoints hold them.
 
     The critic predicts normalised values ``(R - mu) / sigma``; ``denormalize`` maps predictions
@@ -224,98 +250,269 @@ class ValueNormalizer(nn.Module):
         return values * std + mean
 
 
-class CentralCritic(nn.Module):
-    """V_phi(s) = rho([mean_i phi(o_i), max_i phi(o_i)]): the whole network state, CTDE.
+ValueNormalizer = ValueNorm  # the name of marra 0.1
 
-    ``forward(obs (..., n, obs_dim)) -> value (...,)`` in normalised units (see
-    :class:`ValueNormalizer`). Mean and max pooling make it invariant to the order of hospitals
-    and defined for any n. With ``per_agent=True``:
-    V_i(s) = rho([phi(o_i), mean_j phi(o_j), max_j phi(o_j)]), ``value (..., n)``, hospital i's
-    own return (equivariant: permuting hospitals permutes the values).
+
+# --------------------------------------------------------------------------- identities
+class AgentIdentity(nn.Module):
+    """Features that tell agents apart, appended to each agent's input (PS-id sharing).
+
+    ``kind="onehot"``: the one-hot of the agent index (``num_agents`` features);
+    ``kind="embedding"``: a learned embedding of ``dim`` features (for many agents, where a
+    one-hot would dwarf the observation); ``kind="none"``: no features.
+    ``forward(lead_shape) -> (*lead, N, width)``.
+    """
+
+    def __init__(self, kind: str, num_agents: int, dim: int = 16) -> None:
+        super().__init__()
+        if kind not in ("none", "onehot", "embedding"):
+            raise ValueError(f"identity: 'none', 'onehot' or 'embedding', got {kind!r}")
+        self.kind = kind
+        self.num_agents = int(num_agents)
+        if kind == "onehot":
+            self.width = self.num_agents
+            self.register_buffer("table", torch.eye(self.num_agents), persistent=False)
+        elif kind == "embedding":
+            self.width = int(dim)
+            self.embedding = nn.Embedding(self.num_agents, self.width)
+            nn.init.normal_(self.embedding.weight, std=1.0)
+        else:
+            self.width = 0
+
+    def table_(self) -> torch.Tensor:
+        if self.kind == "onehot":
+            return self.table
+        return self.embedding.weight
+
+    def append(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (..., N, d) -> (..., N, d + width)``."""
+        if self.kind == "none":
+            return x
+        if x.shape[-2] != self.num_agents:
+            raise ValueError(
+                f"identity features were built for {self.num_agents} agents, got {x.shape[-2]}"
+            )
+        ids = self.table_().to(x.dtype).expand(*x.shape[:-1], self.width)
+        return torch.cat([x, ids], dim=-1)
+
+
+# --------------------------------------------------------------------------- actor
+class Actor(nn.Module):
+    """pi(a_i | o_i) for every agent, with the parameters of its group.
+
+    ``action_kind="continuous"``: a Gaussian over ``action_dim`` values with mean
+    ``mu_{g(i)}(o_i)`` and a learned state-independent log-std per group and action dimension;
+    the environment receives ``action_center + action_scale * a``. ``"discrete"``: a
+    categorical over ``num_actions`` with logits ``f_{g(i)}(o_i)``, masked by the environment's
+    ``action_mask`` (masked actions have probability 0 and are never sampled).
+
+    The raw observation first goes through :class:`ObsNorm` (its statistics are part of the
+    actor, so a saved policy normalises exactly as in training), then gets the identity
+    features of the sharing scheme appended.
     """
 
     def __init__(
         self,
         obs_dim: int,
-        encoder_hidden: tuple[int, ...] = (64,),
-        hidden: tuple[int, ...] = (64,),
-        activation: str = "relu",
-        per_agent: bool = False,
-    ):
+        *,
+        action_kind: str,
+        action_dim: int,
+        hidden: tuple[int, ...],
+        num_groups: int,
+        identity: AgentIdentity,
+        activation: str,
+        obs_norm: bool,
+        init_log_std: float,
+        action_scale: float = 1.0,
+        action_center: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.per_agent = bool(per_agent)
-        *enc_hidden, enc_out = encoder_hidden
-        self.encoder = nn.Sequential(
-            mlp(
-                obs_dim, tuple(enc_hidden), enc_out, out_gain=math.sqrt(2.0), activation=activation
-            ),
-            ACTIVATIONS[activation](),
-        )
-        inputs = (3 if self.per_agent else 2) * enc_out
-        self.head = mlp(inputs, tuple(hidden), 1, out_gain=1.0, activation=activation)
+        if action_kind not in ("continuous", "discrete"):
+            raise ValueError(f"action_kind: 'continuous' or 'discrete', got {action_kind!r}")
+        self.obs_dim = int(obs_dim)
+        self.action_kind = action_kind
+        self.action_dim = int(action_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.num_groups = int(num_groups)
+        self.action_scale = float(action_scale)
+        self.action_center = float(action_center)
+        self.obs_norm = ObsNorm(self.obs_dim, enabled=obs_norm)
+        self.identity = identity
+        in_dim = self.obs_dim + identity.width
+        gain = 0.01
+        self.body = GroupedMLP(
+            in_dim, self.hidden, self.action_dim, self.num_groups, out_gain=gain,
+            activation=activation,
+        )  # fmt: skip
+        if action_kind == "continuous":
+            self.log_std = nn.Parameter(
+                torch.full((self.num_groups, self.action_dim), float(init_log_std))
+            )
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        encoded = self.encoder(obs)  # (..., n, width)
+    @property
+    def discrete(self) -> bool:
+        return self.action_kind == "discrete"
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.identity.append(self.obs_norm(obs))
+
+    def forward(self, obs: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+        """Gaussian means or logits ``(..., N, action_dim)``."""
+        return self.body(self.features(obs), groups)
+
+    def _log_std(self, groups: torch.Tensor | None, n: int) -> torch.Tensor:
+        if self.num_groups == 1:
+            return self.log_std[0].expand(n, self.action_dim)
+        return self.log_std if groups is None else self.log_std[groups]
+
+    def sample(
+        self,
+        obs: torch.Tensor,
+        groups: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``a ~ pi(.|obs)``: ``(action, log_prob (..., N))``; continuous actions are
+        ``(..., N, action_dim)`` in policy units, discrete ones ``(..., N)`` int64."""
+        out = self(obs, groups)
+        device = generator.device if generator is not None else out.device
+        if self.discrete:
+            logits = masked_logits(out, mask)
+            u = torch.rand(logits.shape, generator=generator, device=device, dtype=logits.dtype)
+            u = u.to(logits.device).clamp_min(1e-20)
+            gumbel = -torch.log((-torch.log(u)).clamp_min(1e-20))  # Gumbel(0, 1) noise
+            scores = logits + gumbel
+            if mask is not None:
+                scores = scores.masked_fill(~mask, -math.inf)
+            action = scores.argmax(dim=-1)
+            log_prob = torch.log_softmax(logits, dim=-1).gather(-1, action.unsqueeze(-1))
+            return action, log_prob.squeeze(-1)
+        log_std = self._log_std(groups, out.shape[-2])
+        noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)
+        action = out + torch.exp(log_std) * noise.to(out.device)
+        return action, gaussian_log_prob(action, out, log_std).sum(-1)
+
+    def evaluate(
+        self,
+        obs: torch.Tensor,
+        groups: torch.Tensor | None,
+        action: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob (..., N), entropy ())`` of given actions under the current parameters;
+        the entropy is the mean over agents (and samples) of each agent's policy entropy."""
+        out = self(obs, groups)
+        if self.discrete:
+            log_p = torch.log_softmax(masked_logits(out, mask), dim=-1)
+            log_prob = log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_p.exp() * log_p).sum(-1).mean()
+            return log_prob, entropy
+        log_std = self._log_std(groups, out.shape[-2])
+        log_prob = gaussian_log_prob(action, out, log_std).sum(-1)
+        entropy = (0.5 + _LOG_SQRT_2PI + log_std).sum(-1).mean()
+        return log_prob, entropy
+
+    def act(
+        self,
+        obs: torch.Tensor,
+        groups: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The deterministic action in environment units: the Gaussian mean mapped by
+        ``center + scale * mu``, or the most likely allowed discrete action."""
+        out = self(obs, groups)
+        if self.discrete:
+            return masked_logits(out, mask).argmax(dim=-1)
+        return self.action_center + self.action_scale * out
+
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """A sampled action (policy units) in environment units."""
+        if self.discrete:
+            return action
+        return self.action_center + self.action_scale * action
+
+
+# --------------------------------------------------------------------------- critics
+class Critic(nn.Module):
+    """The value function of a PPO learner, one of three inputs:
+
+    - ``"local"`` (IPPO): ``V_i(o_i)``, each agent's own observation (plus the identity features
+      of the sharing scheme), with its group's parameters; ``(..., N)``.
+    - ``"state"`` (MAPPO): the environment's global state ``state()``. With a team reward one
+      value ``V(s)`` per state, ``(...,)``; with per-agent rewards ``V_i(s, o_i)`` from the state
+      and the agent's own observation (MAPPO's agent-specific global state), ``(..., N)``.
+    - ``"pool"`` (MAPPO on many agents): a deep set over every agent's observation: an encoder
+      per agent, mean and max pooling (permutation-invariant, any N), an MLP; ``(...,)``, or
+      ``(..., N)`` from each agent's encoding next to the pooled context.
+
+    Outputs are in normalised value units (see :class:`ValueNorm`).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        state_dim: int,
+        *,
+        kind: str,
+        per_agent: bool,
+        hidden: tuple[int, ...],
+        encoder_hidden: tuple[int, ...],
+        num_groups: int,
+        identity: AgentIdentity,
+        activation: str,
+    ) -> None:
+        super().__init__()
+        if kind not in ("local", "state", "pool"):
+            raise ValueError(f"critic: 'local', 'state' or 'pool', got {kind!r}")
+        self.kind = kind
+        self.per_agent = bool(per_agent) or kind == "local"
+        self.identity = identity
+        self.num_groups = int(num_groups)
+        width_id = identity.width
+        if kind == "local":
+            self.net = GroupedMLP(
+                obs_dim + width_id, (*encoder_hidden, *hidden), 1, self.num_groups,
+                out_gain=1.0, activation=activation,
+            )  # fmt: skip
+        elif kind == "state":
+            in_dim = state_dim + (obs_dim + width_id if self.per_agent else 0)
+            groups = self.num_groups if self.per_agent else 1
+            self.net = GroupedMLP(
+                in_dim, (*encoder_hidden, *hidden), 1, groups, out_gain=1.0,
+                activation=activation,
+            )  # fmt: skip
+        else:
+            *enc_hidden, enc_out = encoder_hidden
+            self.encoder = nn.Sequential(
+                mlp(obs_dim, tuple(enc_hidden), enc_out, out_gain=math.sqrt(2.0),
+                    activation=activation),
+                ACTIVATIONS[activation](),
+            )  # fmt: skip
+            inputs = (3 if self.per_agent else 2) * enc_out
+            self.head = mlp(inputs, tuple(hidden), 1, out_gain=1.0, activation=activation)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor | None,
+        groups: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``obs (..., N, obs_dim)`` (already normalised), ``state (..., state_dim)``."""
+        if self.kind == "local":
+            return self.net(self.identity.append(obs), groups).squeeze(-1)
+        if self.kind == "state":
+            assert state is not None
+            if not self.per_agent:
+                return self.net(state.unsqueeze(-2), None).squeeze(-1).squeeze(-1)
+            joint = torch.cat(
+                [state.unsqueeze(-2).expand(*obs.shape[:-1], state.shape[-1]),
+                 self.identity.append(obs)], dim=-1,
+            )  # fmt: skip
+            return self.net(joint, groups).squeeze(-1)
+        encoded = self.encoder(obs)  # (..., N, width)
         pooled = torch.cat([encoded.mean(dim=-2), encoded.amax(dim=-2)], dim=-1)
-        if self.per_agent:  # (..., n, 3 width): own encoding next to the pooled context
+        if self.per_agent:
             context = pooled.unsqueeze(-2).expand(*encoded.shape[:-1], pooled.shape[-1])
             pooled = torch.cat([encoded, context], dim=-1)
         return self.head(pooled).squeeze(-1)
-
-
-class LocalCritic(nn.Module):
-    """V(s) = (1/n) sum_i v_phi(o_i): each hospital's own estimate of the team value, averaged
-    (independent learners). ``forward(obs (..., n, obs_dim)) -> value (...,)``; with
-    ``per_agent=True`` the estimates v_phi(o_i) of each hospital's own return, ``(..., n)``."""
-
-    def __init__(
-        self,
-        obs_dim: int,
-        encoder_hidden: tuple[int, ...] = (64,),
-        hidden: tuple[int, ...] = (64,),
-        activation: str = "relu",
-        per_agent: bool = False,
-    ):
-        super().__init__()
-        self.per_agent = bool(per_agent)
-        widths = tuple(encoder_hidden) + tuple(hidden)
-        self.value_net = mlp(obs_dim, widths, 1, out_gain=1.0, activation=activation)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        values = self.value_net(obs).squeeze(-1)
-        return values if self.per_agent else values.mean(dim=-1)
-
-
-class ActorCritic(nn.Module):
-    """The trained parameters of one run: ``actor``, ``critic`` and the ``value_norm`` stats."""
-
-    def __init__(
-        self,
-        obs_dim: int,
-        *,
-        actor_hidden: tuple[int, ...] = (64, 64),
-        critic: str = "central",
-        critic_encoder_hidden: tuple[int, ...] = (64,),
-        critic_hidden: tuple[int, ...] = (64,),
-        init_log_std: float = 0.0,
-        norm_value: bool = True,
-        activation: str = "relu",
-        per_agent_value: bool = False,
-        obs_norm: bool = False,
-    ):
-        super().__init__()
-        self.actor = SharedActor(obs_dim, actor_hidden, init_log_std, activation, obs_norm)
-        critic_cls = {"central": CentralCritic, "local": LocalCritic}[critic]
-        self.critic = critic_cls(
-            obs_dim, critic_encoder_hidden, critic_hidden, activation, per_agent=per_agent_value
-        )
-        self.value_norm = ValueNormalizer(enabled=norm_value)
-
-    def critic_value(self, obs: torch.Tensor) -> torch.Tensor:
-        """The critic on raw ``obs``, normalised by the actor's :class:`RunningNorm` (the
-        identity without ``obs_norm``); normalised value units."""
-        return self.critic(self.actor.obs_norm(obs))
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s) in reward units, ``(...,)`` (``(..., n)`` with ``per_agent_value``)."""
-        return self.value_norm.denormalize(self.critic_value(obs))
