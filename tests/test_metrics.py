@@ -505,3 +505,17 @@ def test_report_rejects_an_allocation_of_the_wrong_length():
         report(network, [1, 2], before=[1])
     with pytest.raises(MetricError, match=r"allocation: value at index 0 is nan"):
         report(network, [float("nan"), 1])
+
+
+def test_report_does_not_go_through_blas_dot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """np.dot of two vectors runs on multithreaded OpenBLAS: 24 ms for 30,000 values on a busy
+    2-core machine against 0.02 ms for numpy's own sum (issue 8, item 25); report() runs every
+    simulation step."""
+    network = generate_network(50, seed=1)
+    expected = report(network, network.target)
+
+    def no_blas(*args: object, **kwargs: object) -> None:
+        raise AssertionError("np.dot called")
+
+    monkeypatch.setattr(np, "dot", no_blas)
+    assert report(network, network.target) == expected

@@ -168,3 +168,22 @@ def test_bad_simulate_arguments_exit_2_and_write_nothing(
     assert word in result.stderr
     assert "Traceback" not in result.stderr
     assert not (out / "results.csv").exists()
+
+
+def test_a_simulation_step_does_not_rebuild_and_revalidate_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8, item 25: validating names every step cost 0.9 of 1.2 s at 30,000 hospitals."""
+    from marra.hospital.network import HospitalNetwork
+
+    built: list[int] = []
+    original = HospitalNetwork.__post_init__
+
+    def counting(self: HospitalNetwork) -> None:
+        built.append(1)
+        original(self)
+
+    monkeypatch.setattr(HospitalNetwork, "__post_init__", counting)
+    spec = SimulationSpec(scenario="shifting+shock", seeds=[0], steps=30, hospitals=40)
+    run_simulation(spec, [ClassicalMethod("qp", transfer_budget=5)], tmp_path, progress=False)
+    assert len(built) <= 3  # the generated network (and the validation draw), not one per step
