@@ -642,3 +642,30 @@ def test_autoreset_starts_fresh_episodes() -> None:
     assert bool(step.truncated.all()) and float(env.items.sum()) == 0.0
     assert "final_obs" in step.info
     assert int(env.t.max()) == 0
+
+
+def test_benchmark_script_runs_and_its_reference_agrees(tmp_path) -> None:
+    """``benchmarks/games.py --quick``: the numpy references replay the batched envs exactly
+    (the script asserts it before timing) and the JSON has one row per implementation."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "games.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "games.py"), "--quick", "--out", str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "reference agrees" in done.stdout
+    report = json.loads(out.read_text(encoding="utf-8"))
+    rows = report["results"]
+    assert {r["game"] for r in rows} == {"matthew", "job-scheduling"}
+    assert sum(r["num_envs"] == 64 for r in rows) == 2
+    assert all(r["agent_steps_per_s"] > 0 for r in rows)
+    assert report["meta"]["verified_events"]["matthew"] > 0

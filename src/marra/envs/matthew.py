@@ -195,8 +195,11 @@ class MatthewEnv(MultiAgentEnv):
     def neighbours(self) -> torch.Tensor:
         """The 3 nearest other agents of every agent ``(num_envs, num_agents, 3)`` (int64,
         nearest first, ties by lower index)."""
-        diff = self.position.unsqueeze(2) - self.position.unsqueeze(1)  # (E, N, N, 2)
-        d2 = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1]
+        x = self.position[..., 0].contiguous()
+        y = self.position[..., 1].contiguous()
+        dx = x.unsqueeze(2) - x.unsqueeze(1)  # (E, N, N)
+        dy = y.unsqueeze(2) - y.unsqueeze(1)
+        d2 = dx * dx + dy * dy
         eye = torch.eye(self.n_agents, dtype=torch.bool, device=self.device)
         d2 = d2.masked_fill(eye, float("inf"))
         return torch.sort(d2, dim=-1, stable=True).indices[..., :NEIGHBOURS]
@@ -204,22 +207,20 @@ class MatthewEnv(MultiAgentEnv):
     def nearest_resource(self) -> torch.Tensor:
         """Index of every agent's nearest resource ``(num_envs, num_agents)`` (ties by lower
         index)."""
-        diff = self.resources.unsqueeze(1) - self.position.unsqueeze(2)  # (E, N, R, 2)
-        d2 = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1]
-        return d2.argmin(dim=-1)
+        dx = self.resources[..., 0].unsqueeze(1) - self.position[..., 0].unsqueeze(2)
+        dy = self.resources[..., 1].unsqueeze(1) - self.position[..., 1].unsqueeze(2)
+        return (dx * dx + dy * dy).argmin(dim=-1)  # (E, N, R) -> (E, N)
 
     def _observe(self) -> torch.Tensor:
         e, n = self.num_envs, self.n_agents
         own = torch.cat(
             (self.position, self.size.unsqueeze(-1), self.speed.unsqueeze(-1)), dim=-1
         )  # (E, N, 4)
-        index = self.neighbours()  # (E, N, 3)
-        others = own.unsqueeze(1).expand(e, n, n, 4)
-        near = others.gather(2, index.unsqueeze(-1).expand(e, n, NEIGHBOURS, 4))
-        which = self.nearest_resource()  # (E, N)
-        resource = self.resources.gather(1, which.unsqueeze(-1).expand(e, n, 2))
-        obs = torch.cat((own, near.reshape(e, n, 4 * NEIGHBOURS), resource), dim=-1)
-        return obs.to(torch.float32)
+        index = self.neighbours().reshape(e, n * NEIGHBOURS, 1).expand(e, n * NEIGHBOURS, 4)
+        near = own.gather(1, index).reshape(e, n, 4 * NEIGHBOURS)
+        which = self.nearest_resource().unsqueeze(-1).expand(e, n, 2)
+        resource = self.resources.gather(1, which)
+        return torch.cat((own, near, resource), dim=-1).to(torch.float32)
 
     def state(self) -> torch.Tensor:
         """Every agent's ``x, y, size``, every resource's ``x, y`` and the elapsed fraction
