@@ -597,3 +597,16 @@ def test_demo_shows_the_shipped_policy_with_a_budget_and_honest_notes() -> None:
     assert "ppo (shipped)" in result.output and "no cap on staff moved" in result.output
     assert "Lower is better for all" not in result.output
     assert "moved, transfers, km and ms are what a plan costs" in result.output
+
+
+def test_recommend_checks_the_memory_a_file_needs_before_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import marra.experiments.simulate as simulate_module
+
+    path = write(tmp_path, GOOD + "".join(f"H{i},1,1,1,51,0\n" for i in range(2_000)))
+    monkeypatch.setattr(simulate_module, "available_memory_bytes", lambda: 2**20)
+    out = tmp_path / "plan.csv"
+    result = run("recommend", str(path), "--out", str(out))
+    assert_usage_error(result, str(path), "memory", "1.0 MiB available")
+    assert not out.exists()

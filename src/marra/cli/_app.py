@@ -13,7 +13,6 @@ option, exit code 2, never Typer's boxed panel.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -376,36 +375,16 @@ def check_output_folder(path: Path, option: str = "--out") -> None:
 
 
 # ---------------------------------------------------------------------- memory
-def available_memory_bytes() -> int:
-    """Memory this process may still allocate: ``MemAvailable`` where the system says, else
-    the physical memory; never less than 256 MiB."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return max(int(line.split()[1]) * 1024, 256 * 2**20)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return max(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), 256 * 2**20)
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
-
-
-def _human_bytes(count: float) -> str:
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            return f"{count / size:,.1f} {unit}"
-    return f"{count:,.0f} bytes"
-
-
 def _check_memory(needed: float, what: str) -> None:
-    """Refuse work whose memory estimate exceeds what is available, stating both."""
+    """Refuse work whose memory estimate exceeds what is available, stating both (one line,
+    exit code 2)."""
+    from marra.experiments.simulate import available_memory_bytes, format_bytes
+
     available = available_memory_bytes()
     if needed > available:
         raise _fail(
-            f"{what} needs about {_human_bytes(needed)} of memory, more than the "
-            f"{_human_bytes(available)} available; make it smaller"
+            f"{what} needs about {format_bytes(needed)} of memory, more than the "
+            f"{format_bytes(available)} available; make it smaller"
         )
 
 
