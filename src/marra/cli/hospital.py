@@ -352,14 +352,17 @@ def demo(
     budget: Annotated[
         str | None,
         typer.Option(
-            help=BUDGET_HELP + " (default: no cap in the table, one staff per hospital in the "
+            help="at most this many whole staff change hospital per plan and per step; 'none' "
+            "(or 'inf') for no cap (default: no cap in the table, one staff per hospital in the "
             "simulation)",
             metavar=BUDGET_METAVAR,
         ),
     ] = None,
     horizon: Annotated[
         int | None,
-        typer.Option(help="steps of the shifting+shock simulation shown after (0: none)"),
+        typer.Option(
+            help="steps of the shifting+shock simulation shown after (default: 50; 0: none)"
+        ),
     ] = None,
     steps: Annotated[
         int | None, typer.Option("--steps", help="deprecated spelling of --horizon")
@@ -548,7 +551,7 @@ def simulate(
         list[str] | None,
         typer.Option(
             help="repeat to compare: qp, nwo, taxation, hybrid, greedy, hold, "
-            "policy:RUN/policy.pt[@label]"
+            "policy:RUN/policy.pt, or policy:RUN/policy.pt@label to name it"
         ),
     ] = None,
     budget: Annotated[
@@ -563,7 +566,9 @@ def simulate(
     network_file: Annotated[
         Path | None, typer.Option("--network", help="CSV network used for every seed")
     ] = None,
-    horizon: Annotated[int | None, typer.Option(help="time steps T of each episode")] = None,
+    horizon: Annotated[
+        int | None, typer.Option(help="time steps T of each episode (default: 50)")
+    ] = None,
     steps: Annotated[
         int | None, typer.Option("--steps", help="deprecated spelling of --horizon")
     ] = None,
