@@ -139,6 +139,8 @@ _BUILTIN = {
     ),
     "matthew": ("marra.envs.matthew:MatthewEnv", "Matthew Effect game (FEN/SOTO, paper 003)"),
     "job-scheduling": ("marra.envs.job_scheduling:JobSchedulingEnv", "Job Scheduling (FEN/SOTO)"),
+    "lbf": ("marra.envs.external.adapter:LBFEnv", "Level-Based Foraging (lbforaging package)"),
+    "rware": ("marra.envs.external.adapter:RwareEnv", "multi-robot warehouse (rware package)"),
 }
 for _name, (_entry, _description) in _BUILTIN.items():
     if _name not in registered():
