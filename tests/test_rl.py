@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marra.envs.base import ActionSpec, EnvSpec, MultiAgentEnv
 from marra.envs.hospital import HospitalEnv
 from marra.rl import (
     POLICY_FORMAT_VERSION,
@@ -18,18 +19,20 @@ from marra.rl import (
     PolicyFileError,
     PPOConfig,
     TrainingError,
+    build_model,
     compute_gae,
     evaluate_policy,
     load_checkpoint,
     load_policy,
     train,
 )
-from marra.rl.networks import CentralCritic, RunningNorm, SharedActor
+from marra.rl.networks import RunningNorm
 from marra.rl.policy import save_policy
 
 SMALL_ENV = {"n_hospitals": 10, "horizon": 10, "scenario": "shifting"}
 # 4 copies x 10 steps = 40 env-steps per iteration
 SMALL = PPOConfig(
+    critic="pool",  # marra 0.1's centralised critic
     total_steps=120,
     num_envs=4,
     seed=3,
@@ -118,20 +121,26 @@ def test_per_hospital_gae_with_one_hospital_equals_the_team_gae():
 
 
 # --------------------------------------------------------------------------- networks
+def _hospital_spec(n: int = 7) -> EnvSpec:
+    return HospitalEnv(n_hospitals=n, horizon=5).spec
+
+
 def test_actor_is_shared_per_hospital_and_critic_is_permutation_invariant():
     torch.manual_seed(0)
-    actor, critic = SharedActor(11, (16, 16)), CentralCritic(11, (16,), (16,))
+    config = PPOConfig(actor_hidden=(16, 16), critic="pool", obs_norm=False)
+    model = build_model(_hospital_spec(), config)
+    actor, critic = model.actor, model.critic
     obs = torch.randn(3, 7, 11)
     perm = torch.randperm(7)
     # the actor treats every hospital alike: permuting hospitals permutes the actions
-    torch.testing.assert_close(actor(obs[:, perm]), actor(obs)[:, perm])
+    torch.testing.assert_close(actor(obs[:, perm], None), actor(obs, None)[:, perm])
     # each hospital's action depends on its own row only
     changed = obs.clone()
     changed[:, 0] += 1.0
-    torch.testing.assert_close(actor(changed)[:, 1:], actor(obs)[:, 1:])
-    # the centralised critic sees a set of hospitals: order does not matter
-    torch.testing.assert_close(critic(obs[:, perm]), critic(obs))
-    assert critic(obs).shape == (3,)
+    torch.testing.assert_close(actor(changed, None)[:, 1:], actor(obs, None)[:, 1:])
+    # the centralised (pooled) critic sees a set of hospitals: order does not matter
+    torch.testing.assert_close(critic(obs[:, perm], None, None), critic(obs, None, None))
+    assert critic(obs, None, None).shape == (3,)
 
 
 # --------------------------------------------------------------------------- determinism
@@ -141,7 +150,7 @@ def test_same_seed_gives_identical_parameters_and_metrics(tmp_path):
     other = train(SMALL.replace(seed=4), SMALL_ENV, out_dir=tmp_path / "c", progress=False)
 
     assert _same(_params(first.agent), _params(second.agent))
-    timing = {"elapsed_s", "steps_per_s"}
+    timing = {"elapsed_s", "steps_per_s", "agent_steps_per_s", "rollout_s", "update_s"}
     strip = [{k: v for k, v in row.items() if k not in timing} for row in first.history]
     assert strip == [{k: v for k, v in row.items() if k not in timing} for row in second.history]
     assert not _same(_params(first.agent), _params(other.agent))
@@ -191,7 +200,7 @@ def test_resume_refuses_a_different_config_and_a_fresh_run_refuses_to_overwrite(
     train(SMALL, SMALL_ENV, out_dir=tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="learning_rate"):
         train(SMALL.replace(learning_rate=0.1), SMALL_ENV, out_dir=tmp_path, resume=True)
-    with pytest.raises(ValueError, match="resume=True"):
+    with pytest.raises(ValueError, match="already holds a run"):
         train(SMALL, SMALL_ENV, out_dir=tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(SMALL, SMALL_ENV, out_dir=tmp_path / "empty", resume=True, progress=False)
@@ -206,8 +215,9 @@ def test_train_writes_log_policy_and_notes(tmp_path):
     with result.log_path.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3
-    for column in ("iteration", "env_steps", "episode_reward", "mae", "gini", "policy_loss",
-                   "value_loss", "entropy", "approx_kl", "steps_per_s"):  # fmt: skip
+    for column in ("iteration", "env_steps", "return", "team_return", "mae", "gini",
+                   "coverage_gini", "policy_loss", "value_loss", "entropy", "approx_kl",
+                   "steps_per_s", "agent_steps_per_s", "rollout_s", "update_s"):  # fmt: skip
         assert column in rows[0] and math.isfinite(float(rows[-1][column]))
     assert result.policy_path.is_file() and result.checkpoint_path.is_file()
     try:
@@ -233,8 +243,8 @@ def test_trained_policy_beats_doing_nothing_on_mae(tmp_path):
 
 def test_agent_reward_mode_learns_on_a_small_network(tmp_path):
     env_kwargs = {"n_hospitals": 10, "horizon": 20, "scenario": "shifting"}
-    config = PPOConfig(total_steps=16 * 20 * 25, num_envs=16, seed=0, reward_mode="agent")
-    result = train(config, env_kwargs, out_dir=tmp_path, progress=False)
+    config = PPOConfig(total_steps=16 * 20 * 25, num_envs=16, seed=0)
+    result = train(config, {**env_kwargs, "agent_rewards": True}, out_dir=tmp_path, progress=False)
     assert result.agent.critic.per_agent  # one value per hospital
     policy = load_policy(result.policy_path)
 
@@ -247,11 +257,12 @@ def test_agent_reward_mode_learns_on_a_small_network(tmp_path):
 
 def test_per_hospital_central_critic_is_permutation_equivariant():
     torch.manual_seed(0)
-    critic = CentralCritic(11, (16,), (16,), per_agent=True)
+    spec = HospitalEnv(n_hospitals=7, horizon=5, agent_rewards=True).spec
+    critic = build_model(spec, PPOConfig(critic="pool", critic_hidden=(16,))).critic
     obs = torch.randn(3, 7, 11)
     perm = torch.randperm(7)
-    assert critic(obs).shape == (3, 7)
-    torch.testing.assert_close(critic(obs[:, perm]), critic(obs)[:, perm])
+    assert critic(obs, None, None).shape == (3, 7)
+    torch.testing.assert_close(critic(obs[:, perm], None, None), critic(obs, None, None)[:, perm])
 
 
 def test_policy_trained_on_20_hospitals_runs_on_500(tmp_path):
@@ -270,34 +281,44 @@ def test_policy_trained_on_20_hospitals_runs_on_500(tmp_path):
 
 
 # --------------------------------------------------------------------------- policy files
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    config = PPOConfig(actor_hidden=(8, 8), init_log_std=-1.0, action_scale=5.0)
+    return build_model(_hospital_spec(4), config), config
+
+
 @pytest.fixture
 def policy_file(tmp_path):
-    torch.manual_seed(0)
-    actor = SharedActor(11, (8, 8), init_log_std=-1.0)
-    return save_policy(tmp_path / "policy.pt", actor, action_scale=5.0, env_settings={"n": 3})
+    model, config = _model()
+    return save_policy(
+        tmp_path / "policy.pt", model, config=config, spec=_hospital_spec(4), env_name="hospital",
+        env_options={"n_hospitals": 4, "horizon": 5}, env_settings={"n": 3},
+    )  # fmt: skip
 
 
 def test_policy_file_round_trip(policy_file):
     policy = load_policy(policy_file)
     obs = torch.randn(2, 4, 11)
-    torch.manual_seed(0)
-    reference = SharedActor(11, (8, 8), init_log_std=-1.0)
-    torch.testing.assert_close(policy.act(obs), 5.0 * reference(obs))
+    reference, _ = _model()
+    torch.testing.assert_close(policy.act(obs), 5.0 * reference.actor(obs, None).squeeze(-1))
     assert policy.env_settings == {"n": 3}
+    assert policy.env["name"] == "hospital" and policy.env["options"]["n_hospitals"] == 4
+    assert load_policy(policy_file.parent).obs_dim == 11  # the run folder works too
 
 
 def test_truncated_policy_file_gives_a_clear_error(policy_file):
     data = policy_file.read_bytes()
     policy_file.write_bytes(data[: len(data) // 2])
-    with pytest.raises(PolicyFileError, match="policy.pt.*truncated or corrupt"):
+    with pytest.raises(PolicyFileError, match="policy.pt.*not a marra policy file") as caught:
         load_policy(policy_file)
+    assert "\n" not in str(caught.value)
 
 
 def test_policy_file_of_another_format_version_gives_a_clear_error(policy_file):
     data = torch.load(policy_file, weights_only=True)
     data["format_version"] = POLICY_FORMAT_VERSION + 1
     torch.save(data, policy_file)
-    with pytest.raises(PolicyFileError, match=r"policy.pt.*format version 2"):
+    with pytest.raises(PolicyFileError, match=r"policy.pt.*format version 3"):
         load_policy(policy_file)
 
 
@@ -311,41 +332,54 @@ def test_other_files_are_not_policies(tmp_path):
 
 
 # --------------------------------------------------------------------------- NaN guard
-class StandInEnv:
-    """A tiny batched environment with the HospitalEnv contract: each hospital's gap to target
-    moves by its action, reward = -mean gap^2. Faults on demand: step ``nan_at`` returns NaN
-    rewards; from reset number ``explode_at_reset`` on, rewards are multiplied by 1e37."""
+class StandInEnv(MultiAgentEnv):
+    """A tiny batched environment on the contract (a user's own class, not registered): each
+    agent's gap moves by its action, reward = -mean gap^2 (team). Faults on demand: step
+    ``nan_at`` returns NaN rewards; from reset number ``explode_at_reset`` on, rewards are
+    multiplied by 1e37. (marra 0.1's stand-in followed the hospital's old step tuple; the
+    contract changed, so it is a MultiAgentEnv now.)"""
 
-    obs_dim = 3
-
-    def __init__(self, *, num_envs=1, horizon=5, n=4, nan_at=None, explode_at_reset=None, **_):
-        self.num_envs, self.horizon, self.n = num_envs, horizon, n
-        self.nan_at, self.explode_at_reset = nan_at, explode_at_reset
+    def __init__(self, *, horizon=5, n=4, nan_at=None, explode_at_reset=None, **base):
+        super().__init__(**base)
+        self.n, self.nan_at, self.explode_at_reset = n, nan_at, explode_at_reset
         self.resets = 0
         self.reward_factor = 1.0
+        self._spec = EnvSpec(
+            name="stand-in", num_agents=n, agent_ids=tuple(f"a{i}" for i in range(n)),
+            obs_dim=3, state_dim=1, action=ActionSpec.continuous(1, -5.0, 5.0),
+            horizon=horizon, reward="team", metrics=("mae",), baselines=(),
+        )  # fmt: skip
+        self.gap = torch.zeros((self.num_envs, n))
 
-    def reset(self, seed=None):
+    @property
+    def spec(self):
+        return self._spec
+
+    def _reset_copies(self, rows, seeds):
         self.resets += 1
         if self.explode_at_reset is not None and self.resets >= self.explode_at_reset:
             self.reward_factor = 1e37
-        generator = torch.Generator().manual_seed(seed or 0)
-        self.gap = torch.randn((self.num_envs, self.n), generator=generator)
-        self.t = 0
-        return self._obs()
+        for row, sequence in zip(rows, seeds, strict=True):
+            generator = torch.Generator().manual_seed(int(sequence.generate_state(1)[0]))
+            self.gap[row] = torch.randn(self.n, generator=generator)
 
-    def _obs(self):
-        time_left = torch.full_like(self.gap, 1.0 - self.t / self.horizon)
-        return torch.stack([self.gap, -self.gap, time_left], dim=-1)
+    def _observe(self):
+        time_left = (1.0 - self.t.float() / self._spec.horizon).unsqueeze(1).expand_as(self.gap)
+        return torch.stack([self.gap, -self.gap, time_left], dim=-1).float()
 
-    def step(self, action):
-        self.gap = self.gap + action.clamp(-5, 5) * 0.1
-        self.t += 1
+    def state(self):
+        return self.gap.abs().mean(-1, keepdim=True).float()
+
+    def _transition(self, actions):
+        self.gap = self.gap + actions[..., 0].float() * 0.1
         reward = -(self.gap**2).mean(-1) * self.reward_factor
-        if self.t == self.nan_at:
+        if int(self.t[0]) + 1 == self.nan_at:
             reward = torch.full_like(reward, float("nan"))
-        done = torch.full((self.num_envs,), self.t >= self.horizon)
-        info = {"mae": self.gap.abs().mean(-1)}
-        return self._obs(), reward, torch.zeros_like(done), done, info
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool)
+        return reward.unsqueeze(1).expand(-1, self.n), terminated, {}
+
+    def _episode_metrics(self, done):
+        return {"mae": self.gap.abs().mean(-1)}
 
 
 def test_nan_reward_stops_training_and_writes_no_policy(tmp_path):
@@ -429,13 +463,13 @@ def test_obs_norm_statistics_train_and_travel_in_the_policy_file(tmp_path):
     policy = load_policy(result.policy_path)
     assert policy.actor.obs_norm.enabled
     obs = HospitalEnv(n_hospitals=30, num_envs=2, horizon=5, seed=2).reset()
-    expected = config.action_scale * result.agent.actor(obs)
+    expected = 10.0 * result.agent.actor(obs, None).squeeze(-1)  # the hospital's 10 staff
     torch.testing.assert_close(policy.act(obs), expected.detach())
 
 
 def test_policy_file_without_obs_norm_entry_loads_as_unnormalised(policy_file):
     data = torch.load(policy_file, weights_only=True)
-    del data["actor"]["obs_norm"]
+    data["actor"]["obs_norm"] = False
     for key in [k for k in data["actor"]["state_dict"] if k.startswith("obs_norm.")]:
         del data["actor"]["state_dict"][key]
     torch.save(data, policy_file)

@@ -517,6 +517,13 @@ class MultiAgentEnv(ABC):
             )
         actions = self._check_actions(actions)
         reward, terminated, info = self._transition(actions)
+        shape = (self.num_envs, self.spec.num_agents)
+        if tuple(reward.shape) != shape or tuple(terminated.shape) != (self.num_envs,):
+            raise EnvError(
+                f"{type(self).__name__}._transition: reward must be {shape} (num_envs, "
+                f"num_agents) and terminated ({self.num_envs},); got {tuple(reward.shape)} and "
+                f"{tuple(terminated.shape)}"
+            )
         reward = reward.to(torch.float32)
         terminated = terminated.to(torch.bool)
         assert self._returns is not None

@@ -181,9 +181,12 @@ def _rollout(
     env: MultiAgentEnv, seed: int, steps: int, actions_fn: Callable[[int], Any]
 ) -> list[tuple[torch.Tensor, ...]]:
     obs = env.reset(seed=seed)
+    _all_finite(env, "reset: observation", obs)
     record = [(obs.clone(),)]
     for t in range(steps):
         out = env.step(actions_fn(t))
+        _all_finite(env, f"step {t}: observation", out.obs)
+        _all_finite(env, f"step {t}: reward", out.reward)
         record.append((out.obs.clone(), out.reward.clone(), out.terminated.clone(),
                        out.truncated.clone()))  # fmt: skip
         if bool((out.terminated | out.truncated).any()):

@@ -21,6 +21,10 @@ only converts between numpy and tensors; none re-implements a rule.
   ``Box(low, high, (dim,))``); ``state()`` and ``state_space`` give the global state; discrete
   environments put each agent's ``action_mask`` in its info.
 
+Masks: the batched environment refuses a masked action; the views replace one by the agent's
+first allowed action (tools such as Gymnasium's checker sample from the action space without
+the mask); the mask is in ``info["action_mask"]`` for mask-aware users.
+
 Render modes (all views): ``"ansi"`` returns a text line, ``"human"`` prints it, ``"rgb_array"``
 returns a picture of the observation matrix (one row of cells per agent, one column per
 feature), so tools that ask for frames (Stable-Baselines3's ``make_vec_env``, video recorders)
@@ -212,9 +216,26 @@ def _joint_actions(core: MultiAgentEnv, action: np.ndarray, num_envs: int) -> to
     spec = core.spec
     n = spec.num_agents
     if spec.action.is_discrete:
-        return torch.as_tensor(np.asarray(action, dtype=np.int64).reshape(num_envs, n))
+        joint = torch.as_tensor(np.asarray(action, dtype=np.int64).reshape(num_envs, n))
+        return _replace_masked(core, joint)
     dim = int(spec.action.dim)
     return torch.as_tensor(np.asarray(action, dtype=np.float64).reshape(num_envs, n, dim))
+
+
+def _replace_masked(core: MultiAgentEnv, joint: torch.Tensor) -> torch.Tensor:
+    """Views only: a masked (not allowed) action becomes the agent's first allowed action, so
+    tools that sample from the action space without masks (checkers, mask-unaware learners) can
+    drive every environment. The batched environment itself refuses masked actions."""
+    mask = core.action_mask()
+    if mask is None:
+        return joint
+    mask = mask.cpu()
+    index = joint.clamp(0, mask.shape[-1] - 1)
+    allowed = mask.gather(-1, index.unsqueeze(-1)).squeeze(-1) & (joint >= 0)
+    allowed &= joint < mask.shape[-1]
+    if bool(allowed.all()):
+        return joint
+    return torch.where(allowed, joint, mask.to(torch.int64).argmax(-1))
 
 
 class VectorView(gymnasium.vector.VectorEnv):
@@ -369,6 +390,8 @@ class ParallelView(_Render, ParallelEnv):
                 joint[0, i] = int(np.asarray(value).reshape(-1)[0])
             else:
                 joint[0, i] = torch.as_tensor(np.asarray(value, dtype=np.float64).reshape(-1))
+        if spec.action.is_discrete:
+            joint = _replace_masked(self.core, joint)
         obs, reward, terminated, truncated, info = self.core.step(joint)
         team = _scalar_info(self.core, info)
         shared = {k: v for k, v in team.items() if not isinstance(v, np.ndarray)}

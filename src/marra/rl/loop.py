@@ -436,7 +436,8 @@ def train(
             _remove_run_files(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         columns = _log_columns(spec, evaluator is not None, rows)
-        run_log = _RunLog(out_dir, columns, rows, env_steps if resume else None, notes)
+        # TensorBoard drops events at steps >= purge_step: those after the checkpoint
+        run_log = _RunLog(out_dir, columns, rows, env_steps + 1 if resume else None, notes)
         rows = list(rows)
 
         history: list[dict[str, Any]] = []
