@@ -26,9 +26,11 @@ What the adapter does with the package (``docs/envs/lbf-rware.md`` has the detai
 - **masks**: LBF's valid actions (the package turns an invalid action into NONE; the adapter
   reports them as the mask and, by default, refuses masked actions like every marra env;
   ``masked_action="noop"`` passes them to the package instead); RWARE has none (all allowed);
-- **metrics**: ``return`` (the episode's undiscounted return summed over agents) and the
-  package's event count: ``foods`` (LBF: foods loaded) or ``deliveries`` (RWARE: requested
-  shelves delivered); the per-step count is also in ``info``.
+- **metrics**: the package's event count, the measure DyPS (paper 002, section 4.1) reports:
+  ``foods`` (LBF: foods loaded) or ``deliveries`` (RWARE: requested shelves delivered); the
+  per-step count is also in ``info``. Returns are the contract's ``info["episode_return"]``
+  (``marra evaluate`` and the learners report them as ``return``, the mean over agents, and
+  ``team_return``, the sum), so the adapter does not add a metric of that name.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class ExternalEnv(MultiAgentEnv):
             action=ActionSpec.discrete(probe.num_actions),
             horizon=self.source.horizon,
             reward="team" if probe.team_reward else "agent",
-            metrics=("return", self._event_name),
+            metrics=(self._event_name,),
             baselines=baselines,
             obs_names=probe.obs_names(),
             outcome="each agent's undiscounted return",
@@ -209,11 +211,7 @@ class ExternalEnv(MultiAgentEnv):
             self._unmasked_check = False
 
     def _episode_metrics(self, done: torch.Tensor) -> dict[str, torch.Tensor]:
-        assert self._returns is not None
-        return {
-            "return": self._returns.sum(dim=-1),
-            self._event_name: torch.from_numpy(self._events).to(self.device),
-        }
+        return {self._event_name: torch.from_numpy(self._events).to(self.device)}
 
     def baseline(self, name: str, *, seed: int = 0) -> Baseline:
         if name == "nearest" and "nearest" in self.spec.baselines:
@@ -246,8 +244,9 @@ class LBFEnv(ExternalEnv):
     a food is loaded when the levels of the players loading it together reach its level, and
     each of them is rewarded its share (the package's normalised reward). The episode
     terminates when every food is loaded and is truncated at the step limit. Masks: the
-    package's valid actions. Baselines ``random`` and ``nearest`` (to the nearest visible food,
-    then LOAD: the package's H1 heuristic rule). Needs ``pip install 'marra[lbf]'``.
+    package's valid actions. Metric ``foods``: foods loaded in the episode. Baselines
+    ``random`` and ``nearest`` (to the nearest visible food, then LOAD: the package's H1
+    heuristic rule). Needs ``pip install 'marra[lbf]'``.
 
     Args:
         preset: ``lbf-1`` (``Foraging-10x10-6p-4f-v3``, the default) or ``lbf-2`` (10x10 field,
