@@ -73,9 +73,9 @@ class MatthewReference:
                 h += [self.ant[j][0], self.ant[j][1], self.size[j], self.speed[j]]
             best, k_best = 10.0, 0
             for k in range(self.n_resource):
-                d = (self.resource[k][0] - self.ant[i][0]) ** 2 + (
-                    self.resource[k][1] - self.ant[i][1]
-                ) ** 2
+                dx = self.resource[k][0] - self.ant[i][0]
+                dy = self.resource[k][1] - self.ant[i][1]
+                d = dx * dx + dy * dy
                 if d < best:
                     best, k_best = d, k
             h += [self.resource[k_best][0], self.resource[k_best][1]]

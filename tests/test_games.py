@@ -84,7 +84,8 @@ class MatthewRef:
                 row += [self.ant[j][0], self.ant[j][1], self.size[j], self.speed(j)]
             best, nearest = 10.0, 0
             for k, (rx, ry) in enumerate(self.resource):
-                d = (rx - self.ant[i][0]) ** 2 + (ry - self.ant[i][1]) ** 2
+                dx, dy = rx - self.ant[i][0], ry - self.ant[i][1]
+                d = dx * dx + dy * dy
                 if d < best:
                     best, nearest = d, k
             row += list(self.resource[nearest])
