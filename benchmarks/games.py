@@ -16,7 +16,7 @@ actions, same respawn points) and must agree exactly, so the two sides do the sa
 
 Usage::
 
-    python benchmarks/games.py                 # 1, 64, 1,024 copies; writes the JSON
+    python benchmarks/games.py                 # 1, 64, 1,024, 8,192 copies; writes the JSON
     python benchmarks/games.py --quick         # a smoke run: 1 and 64 copies, few steps
 """
 
@@ -201,7 +201,7 @@ def _git_sha() -> str | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-envs", default="1,64,1024", help="comma-separated copies")
+    parser.add_argument("--num-envs", default="1,64,1024,8192", help="comma-separated copies")
     parser.add_argument("--steps", type=int, default=200, help="batched steps per measurement")
     parser.add_argument("--ref-steps", type=int, default=1000, help="reference steps measured")
     parser.add_argument("--horizon", type=int, default=1000, help="episode length (>= steps)")

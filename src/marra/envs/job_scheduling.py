@@ -149,18 +149,19 @@ class JobSchedulingEnv(MultiAgentEnv):
     def _transition(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        # every agent's target cell at once; only the claims are sequential
+        there = self.position + self._moves[actions]  # (E, N, 2), 0..6 on both axes
+        wants = (actions != 0) & ((there >= 1) & (there <= GRID)).all(dim=-1)  # not a wall
+        target = self._flat(there)  # (E, N) cells of the padded array
         claimed = self.occupancy().view(self.num_envs, -1).clone()  # held or claimed
-        moved = []
+        go = []
         for i in range(self.n_agents):  # the rule is sequential in the agent index
-            here = self.position[:, i]  # (E, 2)
-            there = here + self._moves[actions[:, i]]
-            inside = ((there >= 1) & (there <= GRID)).all(dim=-1)
-            flat = self._flat(there).unsqueeze(1)  # in 0..6 on both axes: inside the array
-            taken = claimed.gather(1, flat)
-            go = (actions[:, i] != 0) & inside & ~taken.squeeze(1)
-            claimed.scatter_(1, flat, taken | go.unsqueeze(1))  # claim it at once
-            moved.append(torch.where(go.unsqueeze(-1), there, here))
-        self.position = torch.stack(moved, dim=1)
+            cell = target[:, i : i + 1]
+            taken = claimed.gather(1, cell)
+            moves = wants[:, i : i + 1] & ~taken
+            claimed.scatter_(1, cell, taken | moves)  # claimed at once; nothing is freed
+            go.append(moves)
+        self.position = torch.where(torch.cat(go, dim=1).unsqueeze(-1), there, self.position)
         on_server = (self.position == self.server.unsqueeze(1)).all(dim=-1)  # (E, N)
         self.busy = self.busy + on_server.any(dim=1).to(torch.float64)
         reward = on_server.to(torch.float32)
