@@ -137,6 +137,10 @@ _BUILTIN = {
         "marra.envs.roles:RolesEnv",
         "hidden roles, identical observations: a sanity check for parameter sharing",
     ),
+    "vaccine": (
+        "marra.envs.vaccine:VaccineEnv",
+        "scarce vaccine doses in a metapopulation SEIR epidemic (paper 002 Medical, synthetic)",
+    ),
     "matthew": ("marra.envs.matthew:MatthewEnv", "Matthew Effect game (FEN/SOTO, paper 003)"),
     "job-scheduling": ("marra.envs.job_scheduling:JobSchedulingEnv", "Job Scheduling (FEN/SOTO)"),
     "lbf": ("marra.envs.external.adapter:LBFEnv", "Level-Based Foraging (lbforaging package)"),
