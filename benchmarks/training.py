@@ -85,14 +85,12 @@ import numpy as np
 import torch
 
 import marra.envs  # noqa: F401  (registers marra/Hospital-v0 with Gymnasium)
-import marra.rl.ppo as marra_ppo
+from marra._io import atomic_write_text
 from marra.envs.hospital import HospitalEnv
 from marra.experiments.policy_method import PolicyMethod
 from marra.experiments.simulate import ClassicalMethod
-from marra.network import atomic_write_text
-from marra.rl import PPOConfig, load_checkpoint, save_policy, train
+from marra.rl import ActorCritic, PPOConfig, build_model, save_policy, train
 from marra.rl.policy import LearnedPolicy
-from marra.rl.ppo import build_agent
 
 #: An evaluation policy: ``act(obs (E, n, obs_dim), env) -> action (E, n)`` in staff units.
 Act = Callable[[torch.Tensor, HospitalEnv], torch.Tensor]
@@ -194,16 +192,17 @@ def sb3_act(model: Any) -> Act:
 
 # --------------------------------------------------------------------------- marra side
 def marra_config(args: argparse.Namespace, total_steps: int, **changes: Any) -> PPOConfig:
-    return PPOConfig(seed=args.seed, total_steps=total_steps, **changes)
+    critic = {} if args.critic is None else {"critic": args.critic}
+    return PPOConfig(seed=args.seed, total_steps=total_steps, **critic, **changes)
 
 
 def count_parameters(module: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def marra_parameters(config: PPOConfig) -> dict[str, int]:
-    agent = build_agent(HospitalEnv.obs_dim, config)
-    actor, critic = count_parameters(agent.actor), count_parameters(agent.critic)
+def marra_parameters(config: PPOConfig, env_kwargs: dict[str, Any]) -> dict[str, int]:
+    model = build_model(HospitalEnv(**env_kwargs).spec, config)
+    actor, critic = count_parameters(model.actor), count_parameters(model.critic)
     return {"actor": actor, "critic": critic, "total": actor + critic}
 
 
@@ -227,36 +226,33 @@ class _PhaseTimer:
 
 
 def marra_throughput(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Train for ``args.throughput_steps`` env-steps with the default config; no evaluation."""
+    """Train for ``args.throughput_steps`` env-steps with the default config; no evaluation.
+    The rollout / update split comes from the training loop's own timers (``train_log.csv``)."""
     config = marra_config(args, args.throughput_steps)
-    timer = _PhaseTimer()
-    originals = (marra_ppo.collect_rollout, marra_ppo.ppo_update)
-    marra_ppo.collect_rollout = timer.wrap("rollout", originals[0])
-    marra_ppo.ppo_update = timer.wrap("update", originals[1])
-    try:
-        with tempfile.TemporaryDirectory(prefix="marra-bench-") as out_dir:
-            start = time.perf_counter()
-            result = train(config, env_kwargs, out_dir=out_dir, progress=False)
-            wall = time.perf_counter() - start
-    finally:
-        marra_ppo.collect_rollout, marra_ppo.ppo_update = originals
+    with tempfile.TemporaryDirectory(prefix="marra-bench-") as out_dir:
+        start = time.perf_counter()
+        result = train(config, env_kwargs, out_dir=out_dir, progress=False)
+        wall = time.perf_counter() - start
     loop = result.wall_s  # the training loop, without building the env, networks, logger
+    rollout_s = sum(row["rollout_s"] for row in result.history)
+    update_s = sum(row["update_s"] for row in result.history)
     return {
         "env_steps": result.env_steps,
         "seconds": loop,
         "env_steps_per_s": result.env_steps / loop,
         "call_seconds": wall,
-        "rollout_s": timer.seconds["rollout"],
-        "update_s": timer.seconds["update"],
-        "other_s": loop - timer.seconds["rollout"] - timer.seconds["update"],
-        "final_train_mae_mean": result.final.get("mae_mean"),
+        "rollout_s": rollout_s,
+        "update_s": update_s,
+        "other_s": loop - rollout_s - update_s,
+        "final_train_mae_mean": result.final.get("mae"),
     }
 
 
-def _actor_from_checkpoint(path: Path, config: PPOConfig) -> LearnedPolicy:
-    agent = build_agent(HospitalEnv.obs_dim, config)  # the architecture train() builds
-    agent.load_state_dict(load_checkpoint(path)["model"])
-    return LearnedPolicy(agent.actor, action_scale=config.action_scale)
+def _policy_of(model: ActorCritic) -> LearnedPolicy:
+    """The current actor as a policy (a copy, so later updates do not change it)."""
+    import copy
+
+    return LearnedPolicy(copy.deepcopy(model.actor), sharing=model.sharing.describe())
 
 
 def marra_time_to_quality(
@@ -265,52 +261,48 @@ def marra_time_to_quality(
     eval_set: EvalSet,
     target_mae: float,
 ) -> dict[str, Any]:
-    """Train with the default config; score the policy at every checkpoint; stop at the
-    target, at the first evaluation after the cap, or after ``total_steps``."""
+    """Train with the default config; score the policy every ``--eval-every`` env-steps through
+    the training loop's evaluation hook (its time is not training time); stop at the target, at
+    the first evaluation after the cap, or after ``total_steps``."""
     horizon = int(env_kwargs.get("horizon", 50))
     steps_per_iteration = PPOConfig().num_envs * horizon
-    checkpoint_every = max(1, round(args.eval_every / steps_per_iteration))
-    changes = {}
-    if checkpoint_every != PPOConfig().checkpoint_every:
-        changes["checkpoint_every"] = checkpoint_every  # bookkeeping only: same numbers
-    config = marra_config(args, args.total_steps, **changes)
-    num_iterations = max(1, config.total_steps // steps_per_iteration)
+    evaluate_every = max(1, round(args.eval_every / steps_per_iteration))
+    config = marra_config(args, args.total_steps)
     curve: list[dict[str, float]] = []
     state: dict[str, Any] = {"eval_s": 0.0, "stopped_by": "total_steps", "policy": None}
 
+    def evaluator(model: ActorCritic, iteration: int) -> dict[str, float]:
+        policy = _policy_of(model)
+        mae, _ = eval_set.score(marra_act(policy))
+        state["policy"] = policy
+        return {"mae": mae}
+
+    def log_fn(row: dict[str, Any]) -> None:
+        if "eval_mae" not in row:
+            return
+        state["eval_s"] += row["eval_s"]
+        train_s, mae = float(row["elapsed_s"]), float(row["eval_mae"])
+        curve.append({"train_s": train_s, "env_steps": int(row["env_steps"]), "mae": mae})
+        print(f"  marra {int(row['env_steps']):>8,} steps {train_s:6.1f} s  MAE {mae:.3f}")
+        if mae <= target_mae:
+            state["stopped_by"] = "target"
+            raise _Stop
+        if train_s >= args.cap_seconds:
+            state["stopped_by"] = "cap"
+            raise _Stop
+
     with tempfile.TemporaryDirectory(prefix="marra-bench-") as tmp:
-        out_dir = Path(tmp)
-
-        def log_fn(row: dict[str, float]) -> None:
-            iteration = int(row["iteration"])
-            if iteration % checkpoint_every and iteration != num_iterations:
-                return
-            train_s = time.perf_counter() - start - state["eval_s"]
-            tick = time.perf_counter()
-            policy = _actor_from_checkpoint(out_dir / "checkpoint.pt", config)
-            mae, _ = eval_set.score(marra_act(policy))
-            state["eval_s"] += time.perf_counter() - tick
-            curve.append({"train_s": train_s, "env_steps": int(row["env_steps"]), "mae": mae})
-            state["policy"] = policy
-            print(f"  marra {int(row['env_steps']):>8,} steps {train_s:6.1f} s  MAE {mae:.3f}")
-            if mae <= target_mae:
-                state["stopped_by"] = "target"
-                raise _Stop
-            if train_s >= args.cap_seconds:
-                state["stopped_by"] = "cap"
-                raise _Stop
-
-        start = time.perf_counter()
         try:
-            train(config, env_kwargs, out_dir=out_dir, progress=False, log_fn=log_fn)
+            train(config, env_kwargs, out_dir=tmp, progress=False, log_fn=log_fn,
+                  evaluate_every=evaluate_every, evaluator=evaluator)  # fmt: skip
         except _Stop:
             pass
-        result = _summarise(curve, target_mae, state["stopped_by"], args.cap_seconds)
-        result["config"] = config.to_dict()
-        result["eval_every_env_steps"] = checkpoint_every * steps_per_iteration
-        result["eval_s"] = state["eval_s"]
-        if state["policy"] is not None:
-            result["crosscheck"] = _policy_method_check(state["policy"], eval_set, env_kwargs)
+    result = _summarise(curve, target_mae, state["stopped_by"], args.cap_seconds)
+    result["config"] = config.to_dict()
+    result["eval_every_env_steps"] = evaluate_every * steps_per_iteration
+    result["eval_s"] = state["eval_s"]
+    if state["policy"] is not None:
+        result["crosscheck"] = _policy_method_check(state["policy"], eval_set, env_kwargs)
     return result
 
 
@@ -322,10 +314,14 @@ def _policy_method_check(
     batched, _ = eval_set.score(marra_act(policy))
     with tempfile.TemporaryDirectory(prefix="marra-bench-") as tmp:
         path = Path(tmp) / "policy.pt"
+        holder = torch.nn.Module()
+        holder.actor = policy.actor
+        holder.sharing = _FullSharingRecord(policy.sharing)
         save_policy(
             path,
-            policy.actor,
-            action_scale=policy.action_scale,
+            holder,
+            spec=eval_set.env.spec,
+            env_name="hospital",
             env_settings={"max_action": eval_set.env.max_action},
         )
         method = PolicyMethod.from_file(
@@ -337,6 +333,14 @@ def _policy_method_check(
         "policy_method_mae": via_method,
         "agree": abs(batched - via_method) < 1e-6 * max(1.0, batched),
     }
+
+
+class _FullSharingRecord:
+    def __init__(self, described: dict[str, Any]) -> None:
+        self.described = described
+
+    def describe(self) -> dict[str, Any]:
+        return self.described
 
 
 def _summarise(
@@ -704,6 +708,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="(b): env-step budget of both sides (marra's default total_steps)",
     )
     parser.add_argument("--target-factor", type=float, default=1.1, help="target = this x QP")
+    parser.add_argument(
+        "--critic", default=None, help="marra's critic input (default: PPOConfig's: mappo, state)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=8)
     parser.add_argument("--eval-seed", type=int, default=20_250)
     parser.add_argument(
@@ -818,7 +825,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "marra": {
             "config": config.to_dict(),
-            "parameters": marra_parameters(config),
+            "parameters": marra_parameters(config, env_kwargs),
             "throughput": marra_thr,
             "time_to_quality": marra_ttq,
         },

@@ -36,7 +36,7 @@ def test_train_writes_a_policy_that_simulate_runs_on_a_larger_network(tmp_path: 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     frame = pd.read_csv(sim / "results.csv")
-    assert {"ppo", "qp (B=8)"} == set(frame["method"])
+    assert {"ppo (run, B=8)", "qp (B=8)"} == set(frame["method"])  # labels say the run and budget
     moved = frame[(frame["method"] == "ppo") & (frame["metric"] == "moved")]["value"]
     assert moved.max() <= 8
 
