@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from marra.cli import hospital as _hospital  # noqa: F401  (registers the commands)
 from marra.cli import learning as _learning  # noqa: F401
+from marra.cli import sweep as _sweep  # noqa: F401
 from marra.cli._app import app, console, err_console
 
 __all__ = ["app", "main", "console", "err_console"]
