@@ -137,6 +137,10 @@ _BUILTIN = {
         "marra.envs.roles:RolesEnv",
         "hidden roles, identical observations: a sanity check for parameter sharing",
     ),
+    "voltage": (
+        "marra.envs.voltage:VoltageEnv",
+        "distribution-grid voltage control by PV inverters (MAPDN, pandapower networks)",
+    ),
     "vaccine": (
         "marra.envs.vaccine:VaccineEnv",
         "scarce vaccine doses in a metapopulation SEIR epidemic (paper 002 Medical, synthetic)",
