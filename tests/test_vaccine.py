@@ -461,6 +461,19 @@ def test_greedy_marginal_matches_finite_differences():
         assert float(gain[region]) == pytest.approx(difference, rel=1e-4)
 
 
+def test_greedy_runs_under_inference_mode():
+    """``marra evaluate`` plays baselines under torch.inference_mode; greedy's autograd must
+    still work there."""
+    env = VaccineEnv(grid_size=2, hot_spots=[0], horizon=3, num_envs=2, seed=0)
+    with torch.inference_mode():
+        obs = env.reset(seed=0)
+        method = env.baseline("greedy")
+        for _ in range(3):
+            out = env.step(method.act(obs))
+            obs = out.obs
+    assert torch.all(out.info["doses"].sum(dim=1) == env.budget)
+
+
 @pytest.fixture(scope="module")
 def ranking() -> dict[str, float]:
     """Mean infections of every baseline: default 10 x 10 city, 4 copies, seed 0, 40 days."""
@@ -492,6 +505,26 @@ def ranking() -> dict[str, float]:
 )
 def test_baseline_ranking_on_a_fixed_seed(ranking, better, worse):
     assert ranking[better] < ranking[worse]
+
+
+# ---------------------------------------------------------------------- learning
+def test_a_trained_policy_beats_random(tmp_path):
+    """MAPPO with full sharing, 40,000 env-steps (~10-25 s on 2 busy cores) on 3 x 3 regions,
+    30 days, 1% of the city's population in doses a day; evaluated deterministically on the same
+    64 seeded episodes as the ``random`` baseline. Measured: 1,968 infections against random's
+    1,978 (training seeds 2 and 3: 1,973 and 1,956; pro-rata-population 1,952)."""
+    from marra.rl import PPOConfig, evaluate_policy, load_policy, train
+
+    options = dict(grid_size=3, horizon=30, dose_fraction=0.01)
+    config = PPOConfig(total_steps=40_000, num_envs=32, seed=1, checkpoint_every=1000)
+    result = train(config, options, env="vaccine", out_dir=tmp_path, progress=False)
+    policy = load_policy(result.policy_path)
+    env = marra.envs.make("vaccine", num_envs=64, **options)
+    learned = evaluate_policy(policy.act, env, seed=123)["episode_infections"]
+    method = env.baseline("random", seed=0)
+    method.reset()
+    random = evaluate_policy(method.act, env, seed=123)["episode_infections"]
+    assert learned < random, (learned, random)
 
 
 # ---------------------------------------------------------------------- options

@@ -437,6 +437,7 @@ class VaccineEnv(MultiAgentEnv):
             obs_names=OBS_FEATURES,
             outcome="each region's share of residents not infected during the episode",
             any_num_agents=True,
+            action_scale=2.0,  # score units: weights e^2 ~ 7x apart already split doses well
         )
 
         # --- fixed geometry: commuting kernel and Moore neighbourhood (n x n, shared)
@@ -842,12 +843,13 @@ class GreedyBaseline:
         (differentiable in ``doses``)."""
         env = self.env
         geo = env._geo
+        # clones: tensors made under torch.inference_mode cannot be saved for backward
         flat = _Geography(
-            geo.population[:, 0], geo.beta[:, 0], geo.stay[:, 0], geo.away[:, 0],
-            geo.present[:, 0], geo.kernel,
+            geo.population[:, 0].clone(), geo.beta[:, 0].clone(), geo.stay[:, 0].clone(),
+            geo.away[:, 0].clone(), geo.present[:, 0].clone(), geo.kernel.clone(),
         )  # fmt: skip
-        x = env.compartments[:, :, 0].detach()
-        share = x[0] / (env.population - env.doses_given).clamp_min(1.0)
+        x = env.compartments[:, :, 0].clone()
+        share = x[0] / (env.population - env.doses_given).clamp_min(1.0).clone()
         s, v, ex, inf = x[0] - doses * share, x[1] + doses * share, x[2], x[3]
         days = int(min(self.lookahead, max(1, env.horizon - int(env._t_host.min()))))
         dt = 1.0 / env.substeps
@@ -867,7 +869,7 @@ class GreedyBaseline:
         """``g (num_envs, n)``: infections averted over the look-ahead per dose in each region
         (``-d infections_ahead / d doses`` at zero doses, by autograd)."""
         env = self.env
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
             doses = torch.zeros((env.num_envs, env.n), dtype=torch.float64, device=env.device,
                                 requires_grad=True)  # fmt: skip
             (gradient,) = torch.autograd.grad(self.infections_ahead(doses).sum(), doses)
