@@ -375,11 +375,32 @@ def _run_training(env_name: str, options: dict[str, Any], **settings: Any) -> An
     except (TrainingError, CompatibilityError) as exc:
         raise _fail(str(exc)) from None
     except EnvError as exc:
-        raise _fail(f"--env {env_name}: {exc}") from None
+        raise _fail(_env_error(env_name, str(exc))) from None
     except ValueError as exc:
         raise _fail(str(exc)) from None
     result.agent_metric_names = _metric_names(env_name, options)
     return result
+
+
+#: The hospital's options and the shortcut flags that set them.
+HOSPITAL_FLAGS = {
+    "scenario": "--scenario",
+    "spec": "--scenario",
+    "n_hospitals": "--hospitals",
+    "transfer_budget": "--budget",
+    "horizon": "--horizon",
+    "network": "--network",
+    "reward_weights": "--reward-terms",
+}
+
+
+def _env_error(env_name: str, message: str) -> str:
+    """An environment's error with the flag that set the option it names."""
+    field = message.split(":", 1)[0].strip()
+    if env_name == "hospital" and field in HOSPITAL_FLAGS:
+        rest = message.split(":", 1)[1].strip() if field == "spec" else message
+        return f"{HOSPITAL_FLAGS[field]}: {rest}"
+    return f"--env {env_name} (--env-option {field}): {message}" if field else message
 
 
 def _metric_names(env_name: str, options: dict[str, Any]) -> tuple[str, ...]:

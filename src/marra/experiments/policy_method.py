@@ -101,13 +101,15 @@ class PolicyMethod:
         integer: bool = True,
         label: str | None = None,
     ) -> PolicyMethod:
-        """Load ``path`` (a ``policy.pt``); raises ``PolicyFileError`` naming the file.
+        """Load ``path`` (a ``policy.pt`` or a run folder holding one); raises
+        ``PolicyFileError`` naming the file.
 
         Without ``label`` the label names the run folder and the effective budget, e.g.
         ``ppo (a, B=150)`` for ``runs/a/policy.pt`` played under 150 staff a step.
         """
-        from marra.rl.policy import load_policy
+        from marra.rl.policy import load_policy, resolve_policy_path
 
+        path = resolve_policy_path(path)  # a run folder means its policy.pt
         policy = load_policy(path)
         method = cls(
             policy,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +331,11 @@ def load_policy(path: str | os.PathLike[str]) -> LearnedPolicy:
     """
     path = resolve_policy_path(path)
     where = f"policy file {str(path)!r}"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise PolicyFileError(
+            f"{where}: not a marra policy file (not a file written by torch.save; truncated, "
+            "or another kind of file)"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, a pickle of something else, a text file, ...
