@@ -147,6 +147,7 @@ _BUILTIN = {
     ),
     "matthew": ("marra.envs.matthew:MatthewEnv", "Matthew Effect game (FEN/SOTO, paper 003)"),
     "job-scheduling": ("marra.envs.job_scheduling:JobSchedulingEnv", "Job Scheduling (FEN/SOTO)"),
+    "ride-hailing": ("marra.envs.ride_hailing:RideHailingEnv", "order dispatch in a city (DyPS)"),
     "lbf": ("marra.envs.external.adapter:LBFEnv", "Level-Based Foraging (lbforaging package)"),
     "rware": ("marra.envs.external.adapter:RwareEnv", "multi-robot warehouse (rware package)"),
 }
