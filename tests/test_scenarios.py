@@ -29,7 +29,6 @@ from marra.scenarios import (
     from_csv,
     make_scenario,
     shock_loss,
-    stack_realisations,
 )
 
 RANDOM_SPECS = ("shifting", "shock", "seasonal", "outbreak", "shifting+shock")
@@ -279,22 +278,6 @@ def test_two_shocks_compose_to_two_events_and_horizons_must_agree() -> None:
     assert realisation.shock_step.tolist() == [10, 30]
     with pytest.raises(ScenarioError, match="horizon"):
         ShiftingTargets(horizon=50) + SuddenShock(horizon=40)
-
-
-def test_stack_realisations_matches_apply_events() -> None:
-    network = default_network()
-    scenario = make_scenario("shifting+shock")
-    realisations = [scenario.realise(network, seed) for seed in range(3)]
-    target, minimum, shocks = stack_realisations(realisations)
-    assert target.shape == minimum.shape == shocks.shape == (3, 50, network.n)
-    current = np.tile(network.current, (3, 1))
-    for step in range(50):
-        after_batch, _ = apply_shock(current, minimum[:, step], shocks[:, step])
-        for e, realisation in enumerate(realisations):
-            after, tgt, _ = apply_events(step, current[e], realisation)
-            np.testing.assert_array_equal(after_batch[e], after)
-            np.testing.assert_array_equal(target[e, step], tgt)
-        current = after_batch
 
 
 def test_apply_events_returns_the_step_targets_and_does_not_modify_current() -> None:

@@ -39,7 +39,6 @@ import numpy as np
 
 from marra._io import atomic_write_text
 from marra.experiments.results import (
-    ResultsError,
     config_fingerprint,
     merge_csv_parts,
     rows_to_csv_text,
@@ -563,10 +562,3 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
         ", ".join(f"{k}: {short(old.get(k))} then, {short(new.get(k))} now" for k in changed[:3])
         or "unknown"
     )
-
-
-def validate_metric_names(frame: Any) -> None:
-    """Check a results frame records the core metrics (used by tests and plotting)."""
-    missing = [m for m in CORE_METRICS if m not in set(frame["metric"])]
-    if missing:
-        raise ResultsError(f"results: missing metrics {missing}")

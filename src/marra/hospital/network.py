@@ -338,18 +338,6 @@ class HospitalNetwork:
         """A copy with new capacities (``None`` removes them)."""
         return self._replace(capacity=capacity)
 
-    def subset(self, index: np.ndarray | Sequence[int]) -> HospitalNetwork:
-        """The hospitals at ``index`` (in that order), as a new network."""
-        idx = np.asarray(index, dtype=np.int64)
-        return HospitalNetwork(
-            current=self.current[idx],
-            minimum=self.minimum[idx],
-            target=self.target[idx],
-            capacity=None if self.capacity is None else self.capacity[idx],
-            names=tuple(self.names[i] for i in idx),
-            coords=None if self.coords is None else self.coords[idx],
-        )
-
     def __repr__(self) -> str:
         return (
             f"HospitalNetwork(n={self.n}, total={_fmt(self.total)}, "

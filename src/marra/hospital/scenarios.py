@@ -3,9 +3,9 @@
 A :class:`Scenario` turns a network and a seed into one episode's events, a :class:`Realisation`:
 the target and minimum in force at every step, shape ``(horizon, n)``, and a short list of staff
 shocks (step, hospital, fraction lost). Both the classical simulator (through
-:func:`apply_events`) and the batched learning environment (through :func:`shock_loss` /
-:func:`apply_shock` on tensors, or :func:`stack_realisations`) consume the same realisation, so
-the event logic exists once.
+:func:`apply_events`) and the batched learning environment (through :func:`apply_shock` on
+tensors and :meth:`Realisation.shock_fractions`) consume the same realisation, so the event logic
+exists once.
 
 Timeline of step ``t`` (``t = 0 .. horizon - 1``)
     1. the events of step ``t`` happen: the targets (and minima) become ``target[t]``
@@ -42,7 +42,7 @@ stream, derived from the seed, the part's kind and its occurrence, so ``shifting
 7 has the same target path as ``shifting`` with seed 7 and hits the same hospital as ``shock``
 with seed 7.
 
-This module uses numpy only; the learning environment applies :func:`shock_loss` to tensors.
+This module uses numpy only; the learning environment applies :func:`apply_shock` to tensors.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import os
 import warnings
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -80,7 +80,6 @@ __all__ = [
     "from_csv",
     "make_scenario",
     "shock_loss",
-    "stack_realisations",
 ]
 
 #: Names of the built-in scenarios accepted by :func:`make_scenario` (plus ``csv:PATH``).
@@ -236,13 +235,6 @@ class Realisation:
             fractions[i] = f if fractions[i] == 0.0 else 1.0 - (1.0 - fractions[i]) * (1.0 - f)
         return fractions
 
-    def shock_matrix(self) -> np.ndarray:
-        """:meth:`shock_fractions` for every step, shape ``(horizon, n)``."""
-        matrix = np.zeros((self.horizon, self.n))
-        for step in np.unique(self.shock_step):
-            matrix[step] = self.shock_fractions(int(step))
-        return matrix
-
     def with_info(self, key: str, value: Any) -> Realisation:
         """A copy with ``value`` appended to ``info[key]``."""
         info = dict(self.info)
@@ -270,29 +262,6 @@ def apply_events(
         return current.copy(), target, minimum
     current_after, _ = apply_shock(current, minimum, realisation.shock_fractions(int(step)))
     return current_after, target, minimum
-
-
-def stack_realisations(
-    realisations: Sequence[Realisation],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack realisations for a batched environment.
-
-    Returns ``(target, minimum, shock_fraction)``, each of shape ``(num_envs, horizon, n)``;
-    ``shock_fraction[e, t]`` is :meth:`Realisation.shock_fractions` of env ``e`` at step ``t``,
-    ready for ``shock_loss(current, minimum[:, t], shock_fraction[:, t])``.
-    """
-    if len(realisations) == 0:
-        raise ScenarioError("realisations: need at least one realisation to stack")
-    shape = realisations[0].target.shape
-    for e, r in enumerate(realisations):
-        if r.target.shape != shape:
-            raise ScenarioError(
-                f"realisations: item {e} has shape {r.target.shape}, item 0 has {shape}"
-            )
-    target = np.stack([r.target for r in realisations])
-    minimum = np.stack([r.minimum for r in realisations])
-    shocks = np.stack([r.shock_matrix() for r in realisations])
-    return target, minimum, shocks
 
 
 # ---------------------------------------------------------------------- helpers
