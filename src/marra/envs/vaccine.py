@@ -256,11 +256,18 @@ class _Geography:
     the (epidemic, shadow) axis; ``kernel (n, n)`` is shared."""
 
     population: torch.Tensor
-    beta: torch.Tensor  # transmission rate per day at each location
+    scale: torch.Tensor  # beta_j / P_j: transmission rate per day over the people present
     stay: torch.Tensor  # 1 - c_i: time share at home region
     away: torch.Tensor  # c_i / Z_i (0 where a region has no other region)
-    present: torch.Tensor  # people present in each region, time-averaged
     kernel: torch.Tensor
+
+    def flat(self) -> _Geography:
+        """The same tensors ``(num_envs, n)``, without the (epidemic, shadow) axis, cloned (a
+        tensor made under ``torch.inference_mode`` cannot be saved for backward)."""
+        return _Geography(
+            self.population[:, 0].clone(), self.scale[:, 0].clone(), self.stay[:, 0].clone(),
+            self.away[:, 0].clone(), self.kernel.clone(),
+        )  # fmt: skip
 
 
 def _hazard(infectious: torch.Tensor, geo: _Geography) -> torch.Tensor:
@@ -273,8 +280,32 @@ def _hazard(infectious: torch.Tensor, geo: _Geography) -> torch.Tensor:
     present_infectious = geo.stay * infectious + geo.population * (
         (geo.away * infectious) @ geo.kernel
     )
-    force = geo.beta * present_infectious / geo.present
+    force = geo.scale * present_infectious
     return geo.stay * force + geo.away * ((geo.population * force) @ geo.kernel)
+
+
+def _mean_field_substep(
+    x: tuple[torch.Tensor, ...],
+    geo: _Geography,
+    dt: float,
+    efficacy: float,
+    sigma: float,
+    gamma: float,
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+    """One mean-field SEIR step of ``dt`` days of ``x = (S, V, E, I, R)``; returns the new
+    compartments, the new infections and the onsets (each ``x``'s shape).
+
+    ``S' = S exp(-h dt)`` is ``S - S (1 - exp(-h dt))``: the expected survivors of the hazard.
+    """  # fmt: skip
+    s, v, ex, inf, rec = x
+    exponent = _hazard(inf, geo) * -dt
+    s_new = s * torch.exp(exponent)
+    v_new = v * torch.exp(exponent * (1.0 - efficacy))
+    infected = (s - s_new) + (v - v_new)
+    onsets = ex * -math.expm1(-sigma * dt)
+    recovered = inf * -math.expm1(-gamma * dt)
+    x = (s_new, v_new, ex - onsets + infected, inf - recovered + onsets, rec + recovered)
+    return x, infected, onsets
 
 
 class VaccineEnv(MultiAgentEnv):
@@ -505,10 +536,9 @@ class VaccineEnv(MultiAgentEnv):
         present = population * ((1.0 - c) + (away * population) @ self.kernel)
         return _Geography(
             population=population.unsqueeze(1),
-            beta=(self.beta_mean * self.transmission).unsqueeze(1),
+            scale=(self.beta_mean * self.transmission / present).unsqueeze(1),
             stay=(1.0 - c).unsqueeze(1),
             away=away.unsqueeze(1),
-            present=present.unsqueeze(1),
             kernel=self.kernel,
         )
 
@@ -614,24 +644,28 @@ class VaccineEnv(MultiAgentEnv):
         dt = 1.0 / self.substeps
         p_onset = -math.expm1(-self.sigma * dt)
         p_recover = -math.expm1(-self.gamma * dt)
-        s, v, ex, inf, rec = x.unbind(dim=0)
-        new_infections = torch.zeros_like(s)
-        onsets = torch.zeros_like(s[:, 0])
+        state = tuple(x.unbind(dim=0))
+        new_infections = torch.zeros_like(state[0])
+        onsets = torch.zeros_like(state[0][:, 0])
         for sub in range(self.substeps):
-            hazard = _hazard(inf, self._geo) * dt
-            p_s = -torch.expm1(-hazard)
-            p_v = -torch.expm1(-(1.0 - self.efficacy) * hazard)
             if self.stochastic:
+                s, v, ex, inf, rec = state
+                hazard = _hazard(inf, self._geo) * dt
                 base = 16 * sub
-                a = binomial(s, p_s, self._uniform(base))
-                b = binomial(v, p_v, self._uniform(base + 1))
+                a = binomial(s, -torch.expm1(-hazard), self._uniform(base))
+                b = binomial(v, -torch.expm1(-(1.0 - self.efficacy) * hazard),
+                             self._uniform(base + 1))  # fmt: skip
                 o = binomial(ex, torch.full_like(ex, p_onset), self._uniform(base + 2))
                 r = binomial(inf, torch.full_like(inf, p_recover), self._uniform(base + 3))
+                infected = a + b
+                state = (s - a, v - b, ex + (infected - o), inf + (o - r), rec + r)
             else:
-                a, b, o, r = s * p_s, v * p_v, ex * p_onset, inf * p_recover
-            s, v, ex, inf, rec = s - a, v - b, ex + (a + b - o), inf + (o - r), rec + r
-            new_infections = new_infections + (a + b)
+                state, infected, o = _mean_field_substep(
+                    state, self._geo, dt, self.efficacy, self.sigma, self.gamma
+                )
+            new_infections = new_infections + infected
             onsets = onsets + o[:, 0]
+        s, v, ex, inf, rec = state
         x = torch.stack([s, v, ex, inf, rec], dim=0)
         self.compartments = x
         self.infections = self.infections + new_infections
@@ -842,27 +876,18 @@ class GreedyBaseline:
         true current state after giving ``doses (num_envs, n)`` today and none afterwards
         (differentiable in ``doses``)."""
         env = self.env
-        geo = env._geo
-        # clones: tensors made under torch.inference_mode cannot be saved for backward
-        flat = _Geography(
-            geo.population[:, 0].clone(), geo.beta[:, 0].clone(), geo.stay[:, 0].clone(),
-            geo.away[:, 0].clone(), geo.present[:, 0].clone(), geo.kernel.clone(),
-        )  # fmt: skip
-        x = env.compartments[:, :, 0].clone()
+        geo = env._geo.flat()
+        x = env.compartments[:, :, 0].clone()  # clones: see _Geography.flat
         share = x[0] / (env.population - env.doses_given).clamp_min(1.0).clone()
-        s, v, ex, inf = x[0] - doses * share, x[1] + doses * share, x[2], x[3]
+        state = (x[0] - doses * share, x[1] + doses * share, x[2], x[3], x[4])
         days = int(min(self.lookahead, max(1, env.horizon - int(env._t_host.min()))))
         dt = 1.0 / env.substeps
-        p_onset = -math.expm1(-env.sigma * dt)
-        p_recover = -math.expm1(-env.gamma * dt)
         total = torch.zeros(env.num_envs, dtype=torch.float64, device=env.device)
         for _ in range(days * env.substeps):
-            hazard = _hazard(inf, flat) * dt
-            a = s * -torch.expm1(-hazard)
-            b = v * -torch.expm1(-(1.0 - env.efficacy) * hazard)
-            o, r = ex * p_onset, inf * p_recover
-            s, v, ex, inf = s - a, v - b, ex + a + b - o, inf + o - r
-            total = total + (a + b).sum(dim=-1)
+            state, infected, _ = _mean_field_substep(
+                state, geo, dt, env.efficacy, env.sigma, env.gamma
+            )
+            total = total + infected.sum(dim=-1)
         return total
 
     def marginal(self) -> torch.Tensor:
