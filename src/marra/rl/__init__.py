@@ -16,10 +16,11 @@ Public API:
 - :func:`evaluate_policy`: one seeded episode of every environment copy under a policy.
 """
 
+from .algorithm import Algorithm, Constraint, PPOAlgorithm
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ALGORITHMS, PPOConfig
 from .evaluation import evaluate_policy
-from .loop import MemoryEstimateError, RunExistsError, TrainResult, train
+from .loop import MemoryEstimateError, RunExistsError, TrainResult, build_algorithm, train
 from .networks import Actor, Critic, GroupedLinear, GroupedMLP, ObsNorm, RunningNorm, ValueNorm
 from .policy import POLICY_FORMAT_VERSION, LearnedPolicy, PolicyFileError, load_policy, save_policy
 from .ppo import (
@@ -37,9 +38,13 @@ from .sharing import SHARING_SCHEMES, SharingScheme, make_sharing, register_shar
 __all__ = [
     "PPOConfig",
     "ALGORITHMS",
+    "Algorithm",
+    "PPOAlgorithm",
+    "Constraint",
     "check_compatible",
     "CompatibilityError",
     "train",
+    "build_algorithm",
     "TrainResult",
     "TrainingError",
     "RunExistsError",

@@ -125,8 +125,7 @@ def describe_settings(value: Any) -> Any:
 def save_checkpoint(
     path: str | os.PathLike[str],
     *,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
     generator: torch.Generator,
     iteration: int,
     env_steps: int,
@@ -135,16 +134,18 @@ def save_checkpoint(
     env_settings: Any,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the checkpoint of a run atomically (see the module docstring for the contents);
-    ``extra`` entries (the environment name, the log rows so far) are stored alongside."""
+    """Write the checkpoint of a run atomically (see the module docstring for the contents).
+
+    ``state`` is the learner's own state (``Algorithm.state_dict()``: ``model``, ``optimizer``
+    and whatever else it keeps), stored at the top level; ``extra`` entries (the environment
+    name, the log rows so far) are stored alongside."""
     atomic_torch_save(
         {
             **(extra or {}),
+            **state,
             "kind": _CHECKPOINT_KIND,
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "marra_version": marra.__version__,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
             "rng": capture_rng(generator),
             "iteration": int(iteration),
             "env_steps": int(env_steps),

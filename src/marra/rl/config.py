@@ -27,6 +27,11 @@ class AlgorithmInfo:
     needs_state: bool
     on_policy: bool
     default_critic: str
+    builder: Any = None
+    """``builder(spec, config, constraint) -> Algorithm``; None: the PPO family
+    (:class:`marra.rl.algorithm.PPOAlgorithm`)."""
+    config_cls: Any = None
+    """The config dataclass of the learner; None: :class:`PPOConfig`."""
 
 
 #: The learners of the PPO family (value-based learners register theirs the same way).

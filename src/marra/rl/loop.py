@@ -36,6 +36,7 @@ from marra._io import OutputPathError, atomic_write_text, check_output_dir
 from marra.envs.base import MultiAgentEnv
 from marra.envs.errors import EnvError
 
+from .algorithm import Algorithm, Constraint, PPOAlgorithm
 from .checkpoint import (
     CheckpointError,
     describe_settings,
@@ -43,10 +44,9 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .config import PPOConfig
+from .config import ALGORITHMS, PPOConfig
 from .policy import save_policy
-from .ppo import ActorCritic, TrainingError, build_model, ppo_update
-from .rollout import Rollout, collect_rollout, compute_gae, iteration_seed
+from .ppo import ActorCritic, TrainingError
 
 __all__ = [
     "train",
@@ -297,16 +297,14 @@ def _upgrade_config(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _check_rollout(rollout: Rollout, iteration: int) -> None:
-    for name in ("rewards", "obs"):
-        tensor = getattr(rollout, name)
-        if not torch.isfinite(tensor).all():
-            bad = (~torch.isfinite(tensor)).nonzero()[0].tolist()
-            raise TrainingError(
-                f"iteration {iteration}: the environment returned non-finite {name} "
-                f"(first at step {bad[0]}, copy {bad[1]}); training stopped and no policy file "
-                "was written"
-            )
+def build_algorithm(spec: Any, config: Any, constraint: Constraint | None = None) -> Algorithm:
+    """The learner ``config.algo`` names, for an environment with ``spec``: the registered
+    ``builder`` of :data:`~marra.rl.config.ALGORITHMS`, or the PPO family."""
+    info = ALGORITHMS.get(config.algo)
+    builder = getattr(info, "builder", None)
+    if builder is not None:
+        return builder(spec, config, constraint)
+    return PPOAlgorithm(spec, config, constraint)
 
 
 def _remove_run_files(out_dir: Path) -> None:
@@ -328,6 +326,7 @@ def train(
     make_env: Callable[..., MultiAgentEnv] | None = None,
     evaluate_every: int | None = None,
     evaluator: Callable[[ActorCritic, int], Mapping[str, float]] | None = None,
+    constraint: Constraint | None = None,
 ) -> TrainResult:
     """Train ``config.algo`` with ``config.sharing`` on environment ``env`` and write
     ``policy.pt``, ``checkpoint.pt``, ``train_log.csv`` and TensorBoard logs to ``out_dir``.
@@ -350,6 +349,8 @@ def train(
             of an environment that is not registered.
         evaluate_every, evaluator: every ``evaluate_every`` iterations (and at the end) call
             ``evaluator(model, iteration)``; its values join the log row as ``eval_<key>``.
+        constraint: a :class:`~marra.rl.algorithm.Constraint` shaping a policy-gradient
+            learner's advantages (None: the backbone alone).
 
     Raises:
         TrainingError: non-finite rewards, observations, losses or parameters.
@@ -377,7 +378,7 @@ def train(
     env_settings = describe_settings(options)
     environment = make_training_env(env, options, config, make_env)
     spec = environment.spec
-    rollout_steps = int(config.rollout_steps or spec.horizon)
+    rollout_steps = int(getattr(config, "rollout_steps", None) or spec.horizon)
     steps_per_iteration = rollout_steps * config.num_envs
     num_iterations = max(1, math.ceil(config.total_steps / steps_per_iteration))
     notes: list[str] = []
@@ -405,15 +406,13 @@ def train(
         np.random.seed(config.seed % 2**32)
         random.seed(config.seed)
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        model = build_model(spec, config)
-        optimizer = torch.optim.Adam(
-            [
-                {"params": model.actor.parameters(), "lr": config.learning_rate},
-                {"params": model.critic.parameters(), "lr": config.critic_learning_rate},
-            ],
-            eps=1e-5,
-        )
-        base_lrs = (config.learning_rate, config.critic_learning_rate)
+        algorithm = build_algorithm(spec, config, constraint)
+        model = algorithm.model
+        if algorithm.steps_per_iteration != steps_per_iteration:
+            raise ValueError(
+                f"internal: {config.algo} takes {algorithm.steps_per_iteration} env-steps an "
+                f"iteration, the loop planned {steps_per_iteration}"
+            )
 
         iteration, env_steps, elapsed_before = 0, 0, 0.0
         rows: list[dict[str, Any]] = []
@@ -426,8 +425,7 @@ def train(
                     f"resume: the run already trained {done_steps:,} env-steps; ask for at "
                     "least that many steps"
                 )
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            algorithm.load_state_dict(state)
             restore_rng(state["rng"], generator)
             iteration, env_steps = int(state["iteration"]), done_steps
             elapsed_before = float(state["elapsed_s"])
@@ -453,38 +451,15 @@ def train(
             while iteration < num_iterations:
                 iteration += 1
                 tick = time.perf_counter()
-                if config.anneal_lr:  # linear anneal to 0 over the run
-                    frac = 1.0 - (iteration - 1) / num_iterations
-                    for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                        group["lr"] = frac * base_lr
-                model.sharing.before_iteration(iteration, model)
-                rollout = collect_rollout(
-                    environment,
-                    model,
-                    steps=rollout_steps,
-                    generator=generator,
-                    seed=iteration_seed(config.seed, iteration),
-                    warm_obs_norm=iteration == 1,
-                )
-                _check_rollout(rollout, iteration)
-                sharing_stats = model.sharing.after_rollout(rollout, model)
-                rollout_s = time.perf_counter() - tick
-                advantages, returns = compute_gae(
-                    rollout.rewards, rollout.values, rollout.dones, rollout.last_value,
-                    config.gamma, config.gae_lambda,
-                )  # fmt: skip
                 try:
-                    stats = ppo_update(
-                        model, optimizer, rollout, advantages, returns, config, generator
-                    )
+                    values = algorithm.iteration(environment, iteration, num_iterations, generator)
                 except TrainingError as exc:
+                    if str(exc).startswith(f"iteration {iteration}:"):
+                        raise
                     raise TrainingError(
                         f"iteration {iteration}: {exc}; the checkpoint in {str(out_dir)!r} "
                         "(if any) is from before the failure and no policy file was written"
                     ) from exc
-                # observation statistics change between iterations only, never inside one:
-                # the update above saw the normalisation the rollout was collected with
-                model.actor.obs_norm.update(rollout.obs)
                 env_steps += steps_per_iteration
                 session_steps += steps_per_iteration
                 now = time.perf_counter()
@@ -495,12 +470,7 @@ def train(
                     "elapsed_s": elapsed_before + now - start,
                     "steps_per_s": steps_per_iteration / (now - tick),
                     "agent_steps_per_s": steps_per_iteration * spec.num_agents / (now - tick),
-                    "rollout_s": rollout_s,
-                    "update_s": now - tick - rollout_s,
-                    **rollout.metrics,
-                    **stats,
-                    **sharing_stats,
-                    "learning_rate": optimizer.param_groups[0]["lr"],
+                    **values,
                 }
                 if (
                     evaluator is not None
@@ -516,8 +486,7 @@ def train(
                 if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
                     save_checkpoint(
                         checkpoint_path,
-                        model=model,
-                        optimizer=optimizer,
+                        state=algorithm.state_dict(),
                         generator=generator,
                         iteration=iteration,
                         env_steps=env_steps,
