@@ -288,6 +288,8 @@ MALFORMED = [
     (replace('baseline = "random"', 'baseline = "random"\nsteps = 5'), "methods[1] (random).steps"),
     (replace('name = "random"', 'name = "ippo-id"'), "methods[1].name: 'ippo-id' is used twice"),
     (replace("seeds = [1, 2]", "seeds = [1, 1]"), "seeds: 1 appears twice"),
+    (replace("checkpoint_every = 1", "seeds = [3, 3]"), "methods[0] (ippo-id).seeds: 3 appears"),
+    (replace('baseline = "random"', 'baseline = "random"\nenvs = ["x"]'), "(random).envs: no"),
     (replace("seeds = [1, 2]", "seeds = []"), "seeds: the list is empty"),
     (replace("seeds = [1, 2]", 'seeds = "1, 2"'), "seeds: expected a list of integers"),
     (replace("seeds = [1, 2]", "seeds = [1, -2]"), "seeds[1]: expected an integer"),
@@ -311,6 +313,19 @@ def test_a_malformed_spec_exits_2_with_one_line_naming_the_field(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert expected in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_method_may_have_its_own_seeds_and_envs(tmp_path: Path) -> None:
+    extra = (
+        '\n[[methods]]\nname = "more"\nbaseline = "random"\nseeds = [7, 8, 9]\nenvs = ["roles"]\n'
+    )
+    plan = plan_sweep(load_spec(write_spec(tmp_path, TINY + extra)))
+    mine = [(g.env, g.seed) for g in plan.grid if g.method == "more"]
+    assert mine == [("roles", 7), ("roles", 8), ("roles", 9)]
+    assert {"env": "hospital", "method": "more", "reason": "not among the method's envs"} in (
+        plan.skipped
+    )
+    assert len(plan.grid) == 8 + 3
 
 
 def test_unknown_keys_list_every_valid_method_key(tmp_path: Path) -> None:

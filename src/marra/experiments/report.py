@@ -188,7 +188,8 @@ def write_report(out: str | Path) -> Path:
     results = out / "results.csv"
     if not results.exists():
         raise SpecError(f"DIR: {out} has no results.csv yet; run (or resume) the sweep first")
-    frame = pd.read_csv(results, dtype={"env": str, "method": str, "metric": str, "cell": str})
+    frame = pd.read_csv(results, dtype={"env": str, "method": str, "metric": str, "cell": str},
+                        float_precision="round_trip")  # fmt: skip
     if tuple(frame.columns) != RESULT_COLUMNS:
         raise ResultsError(f"{results}: expected columns {','.join(RESULT_COLUMNS)}")
     spec = sweep["spec"]
@@ -260,6 +261,10 @@ def _method_notes(spec: Mapping[str, Any], sweep: Mapping[str, Any]) -> list[str
             kind = "learner: " + (", ".join(f"{k}={v}" for k, v in train.items()) or "defaults")
         if method.get("env_options"):
             kind += f"; env options {method['env_options']}"
+        if method.get("seeds"):
+            kind += f"; seeds {', '.join(map(str, method['seeds']))}"
+        if method.get("envs"):
+            kind += f"; only on {', '.join(method['envs'])}"
         lines.append(f"| {method['label']} | {kind} |")
     return [*lines, ""]
 

@@ -97,9 +97,9 @@ CELL_FORMAT = 1
 #: is accepted by sweeps without any change here.
 TRAIN_ALIASES = {"steps": "total_steps"}
 #: Method keys of the sweep itself.
-METHOD_KEYS = ("name", "baseline", "env_options", "envs")
+METHOD_KEYS = ("name", "baseline", "env_options", "envs", "seeds")
 #: PPOConfig fields a method may not set, and why.
-FORBIDDEN_KEYS = {"seed": "the seeds come from the top-level `seeds` list"}
+FORBIDDEN_KEYS = {"seed": "the seeds come from a `seeds` list (top-level or the method's)"}
 TOP_KEYS = ("seeds", "episodes", "envs", "methods", "title", "report")
 ENV_KEYS = ("name", "label", "options")
 REPORT_KEYS = ("lower_is_better", "higher_is_better")
@@ -134,6 +134,7 @@ class MethodEntry:
     train: dict[str, Any] = field(default_factory=dict)
     env_options: dict[str, Any] = field(default_factory=dict)
     envs: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
 
     @property
     def is_learner(self) -> bool:
@@ -159,7 +160,11 @@ class SweepSpec:
             "episodes": self.episodes,
             "envs": [dataclasses.asdict(e) for e in self.envs],
             "methods": [
-                {**dataclasses.asdict(m), "envs": None if m.envs is None else list(m.envs)}
+                {
+                    **dataclasses.asdict(m),
+                    "envs": None if m.envs is None else list(m.envs),
+                    "seeds": None if m.seeds is None else list(m.seeds),
+                }
                 for m in self.methods
             ],
         }
@@ -260,19 +265,19 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
     return spec
 
 
-def _seeds(value: Any) -> tuple[int, ...]:
+def _seeds(value: Any, where: str = "seeds") -> tuple[int, ...]:
     if value is None:
-        raise SpecError("seeds: missing; give a list of integers, e.g. seeds = [1, 2, 3]")
+        raise SpecError(f"{where}: missing; give a list of integers, e.g. seeds = [1, 2, 3]")
     if not isinstance(value, list):
-        raise SpecError(f"seeds: expected a list of integers, got {_type(value)} {value!r}")
+        raise SpecError(f"{where}: expected a list of integers, got {_type(value)} {value!r}")
     if not value:
-        raise SpecError("seeds: the list is empty; give at least one seed")
+        raise SpecError(f"{where}: the list is empty; give at least one seed")
     seen: set[int] = set()
     for i, seed in enumerate(value):
         if not _is_int(seed) or not 0 <= seed < 2**63:
-            raise SpecError(f"seeds[{i}]: expected an integer from 0 to 2**63 - 1, got {seed!r}")
+            raise SpecError(f"{where}[{i}]: expected an integer from 0 to 2**63 - 1, got {seed!r}")
         if seed in seen:
-            raise SpecError(f"seeds: {seed} appears twice")
+            raise SpecError(f"{where}: {seed} appears twice")
         seen.add(seed)
     return tuple(int(s) for s in value)
 
@@ -366,6 +371,7 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
                     )
             only = tuple(only)
         runs_on = [e for e in envs if only is None or e.label in only]
+        seeds = None if raw.get("seeds") is None else _seeds(raw["seeds"], f"{where}.seeds")
         baseline = raw.get("baseline")
         if baseline is not None:
             if not isinstance(baseline, str):
@@ -384,7 +390,9 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
                     f"{baseline!r}; their baselines: {', '.join(offered) or '(none)'}"
                 )
             entries.append(
-                MethodEntry(label=label, baseline=baseline, env_options=env_options, envs=only)
+                MethodEntry(
+                    label=label, baseline=baseline, env_options=env_options, envs=only, seeds=seeds
+                )  # fmt: skip
             )
             _check_env_options(where, env_options, runs_on)
             continue
@@ -414,7 +422,7 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
             except CompatibilityError as exc:
                 raise SpecError(f"{where} on envs {env.label!r}: {_one_line(exc)}") from None
         entries.append(MethodEntry(label=label, train=_jsonable(train), env_options=env_options,
-                                   envs=only))  # fmt: skip
+                                   envs=only, seeds=seeds))  # fmt: skip
     return tuple(entries)
 
 
@@ -566,7 +574,7 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                 skipped.append({"env": env.label, "method": method.label, "reason": reason})
                 continue
             options = {**env.options, **method.env_options}
-            for seed in spec.seeds:
+            for seed in method.seeds or spec.seeds:
                 train = None
                 if method.is_learner:
                     train = PPOConfig(**_ppo_arguments(method.train), seed=seed).to_dict()
@@ -636,7 +644,7 @@ def run_cell(cell: Cell, root: str | os.PathLike[str]) -> dict[str, Any]:
 def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
     from marra.experiments.evaluate import BaselineRunner, PolicyRunner, evaluate
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     resumed = False
     train_s = 0.0
     env_steps = 0
@@ -666,6 +674,7 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
         "cell": cell.key,
         "rows": [[episode, metric, value] for _, _, _, episode, metric, value in evaluation.rows],
         "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu_start,
         "train_s": train_s,
         "eval_s": eval_s,
         "env_steps": env_steps,
@@ -1066,11 +1075,7 @@ def write_sweep_results(
                 "seed": cell.seed,
                 "kind": "learner" if cell.train is not None else "baseline",
                 "status": status[key],
-                **{
-                    k: cells[key][k]
-                    for k in ("wall_s", "train_s", "eval_s", "env_steps", "resumed", "host")
-                    if key in cells
-                },  # fmt: skip
+                **{k: cells[key][k] for k in _TIMINGS if k in cells.get(key, {})},  # fmt: skip
             }
             for key, cell in plan.cells.items()
         },
@@ -1078,6 +1083,10 @@ def write_sweep_results(
     atomic_write_text(root / "manifest.json",
                       json.dumps(manifest, indent=2, default=str) + "\n")  # fmt: skip
     return results_path, rows
+
+
+#: what ``manifest.json`` keeps of each cell's ``result.json``
+_TIMINGS = ("wall_s", "cpu_s", "train_s", "eval_s", "env_steps", "resumed", "host")
 
 
 def _read_result(root: Path, key: str) -> dict[str, Any] | None:
