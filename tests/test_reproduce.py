@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from marra.experiments import reproduce as reproduce_module
 from marra.experiments.reproduce import ReproduceConfig, reproduce_paper000
 
 TINY = ReproduceConfig(
@@ -35,7 +36,7 @@ def test_tiny_reproduction_writes_figures_summary_and_tidy_results(tmp_path: Pat
     for name in FILES:
         assert (tmp_path / name).stat().st_size > 0, name
     mine = [p for p in tmp_path.rglob("*") if p.is_file() and "tensorboard" not in p.parts]
-    assert {"DONE", "summary.md", "method.json"} <= {p.name for p in mine}
+    assert {"result.json", "summary.md", "method.json"} <= {p.name for p in mine}
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in mine}
     assert {m for m in modes.values()} == {0o644}, modes
     frame = pd.read_csv(tmp_path / "results.csv")
@@ -55,7 +56,9 @@ def test_tiny_reproduction_writes_figures_summary_and_tidy_results(tmp_path: Pat
 
 def test_rerun_reuses_trained_agents(tmp_path: Path) -> None:
     reproduce_paper000(tmp_path, config=TINY, progress=False)
-    policy = tmp_path / "models" / "shifting" / "policy.pt"
+    policy = reproduce_module.train_agents(tmp_path / "training", TINY)[
+        ("shifting", "RL (PPO)", TINY.seed)
+    ]
     stamp = policy.stat().st_mtime_ns
     reproduce_paper000(tmp_path, config=TINY, progress=False)
     assert policy.stat().st_mtime_ns == stamp

@@ -729,14 +729,34 @@ def reproduce(
     quick: Annotated[
         bool, typer.Option("--quick", help="fewer seeds and training steps (minutes, for CI)")
     ] = False,
+    backend: Annotated[
+        str, typer.Option(help="where the agents train: local (process pool) or ray")
+    ] = "local",
+    workers: Annotated[
+        int | None, typer.Option(help="agents trained at once [CPUs]; see marra sweep")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="a running Ray cluster: auto or HOST:PORT (ray only)")
+    ] = None,
 ) -> None:
-    """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md."""
+    """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md. The
+    training grid runs as a sweep (docs/sweeps.md), locally or on a Ray cluster."""
     if paper != "paper000":
         raise _fail(f"PAPER: unknown paper {paper!r}; available: paper000")
+    if backend not in ("local", "ray"):
+        raise _fail(f"--backend: 'local' or 'ray', got {backend!r}")
+    if workers is not None and workers < 1:
+        raise _fail(f"--workers: must be at least 1, got {workers}")
+    if address is not None and backend != "ray":
+        raise _fail("--address: only with --backend ray")
     check_output_folder(out)
     from marra.experiments.reproduce import reproduce_paper000
+    from marra.experiments.sweep import SpecError, SweepError
 
-    reproduce_paper000(out, quick=quick)
+    try:
+        reproduce_paper000(out, quick=quick, backend=backend, workers=workers, address=address)
+    except (SpecError, SweepError) as exc:
+        raise _fail(str(exc)) from None
 
 
 def _demo_simulation(network: Any, steps: int, budget: float | None = None) -> None:

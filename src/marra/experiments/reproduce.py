@@ -11,8 +11,10 @@ evaluated on shifting targets.
 
 Everything is written under ``out``: ``results.csv`` (tidy, as ``marra simulate``),
 ``manifest.json``, ``figure1_shifting.png``, ``figure1_shock.png``, ``figure2_ablation.png``,
-``summary.md``, and ``models/`` (the trained agents, with their logs and checkpoints). A rerun with
-the same ``out`` resumes: trained agents and finished simulations are reused.
+``summary.md``, and ``training/`` (the training grid as a sweep, :mod:`marra.experiments.sweep`:
+one cell per trained agent with its policy, logs and checkpoint, on a local process pool or a Ray
+cluster). A rerun with the same ``out`` resumes: trained agents and finished simulations are
+reused.
 """
 
 from __future__ import annotations
@@ -80,36 +82,64 @@ def _console() -> Any:
     return Console(stderr=False)
 
 
-def train_agent(
-    out_dir: Path,
-    *,
-    scenario: str,
-    config: ReproduceConfig,
-    steps: int,
-    seed: int,
-    reward_weights: dict[str, float] | None = None,
-    progress: bool = True,
-) -> Path:
-    """Train (or resume, or reuse) one agent in ``out_dir``; return its ``policy.pt``."""
-    from marra.envs.hospital import RewardWeights
-    from marra.rl import PPOConfig, train
+FIGURE1_AGENT = "RL (PPO)"
 
-    policy = out_dir / "policy.pt"
-    done = out_dir / "DONE"
-    if policy.exists() and done.exists():
-        return policy
-    env_kwargs = {
-        "n_hospitals": config.hospitals,
-        "scenario": scenario,
-        "horizon": config.horizon,
-        "transfer_budget": config.budget,
-        "reward_weights": RewardWeights(**(reward_weights or ABLATIONS["full"])),
-    }
-    ppo = PPOConfig(total_steps=steps, seed=seed)
-    resume = (out_dir / "checkpoint.pt").exists()
-    result = train(ppo, env_kwargs, out_dir=out_dir, resume=resume, progress=progress)
-    atomic_write_text(done, f"{result.env_steps}\n")
-    return result.policy_path
+
+def training_spec(config: ReproduceConfig) -> Any:
+    """The reproduction's training grid as a sweep (:class:`~marra.experiments.sweep.SweepSpec`):
+    the Figure 1 agent on each scenario (seed ``config.seed``) and, for Figure 2,
+    ``ablation_trials`` agents per reward variant on shifting targets (seeds 1000 + trial); MAPPO
+    with full sharing and PPOConfig's defaults otherwise, as ``marra train``."""
+    from marra.experiments.sweep import parse_spec
+
+    def env(scenario: str) -> dict[str, Any]:
+        options = {"n_hospitals": config.hospitals, "scenario": scenario,
+                   "horizon": config.horizon, "transfer_budget": config.budget}  # fmt: skip
+        return {"name": "hospital", "label": scenario, "options": options}
+
+    methods: list[dict[str, Any]] = [
+        {"name": FIGURE1_AGENT, "steps": config.train_steps, "seeds": [config.seed],
+         "env_options": {"reward_weights": ABLATIONS["full"]}}
+    ]  # fmt: skip
+    trials = [1000 + trial for trial in range(config.ablation_trials)]
+    for label, weights in ABLATIONS.items():
+        methods.append({"name": f"RL {label}", "steps": config.ablation_train_steps,
+                        "seeds": trials, "envs": ["shifting"],
+                        "env_options": {"reward_weights": weights}})  # fmt: skip
+    return parse_spec({"title": "paper 000: the training grid", "seeds": [config.seed],
+                       "episodes": 2, "envs": [env("shifting"), env("shock")],
+                       "methods": methods})  # fmt: skip
+
+
+def train_agents(
+    out: Path,
+    config: ReproduceConfig,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+) -> dict[tuple[str, str, int], Path]:
+    """Train (or resume, or reuse) every agent of :func:`training_spec` as a sweep in ``out``;
+    return ``{(scenario, method label, seed): policy.pt}``.
+
+    Raises:
+        SweepError: an agent failed to train (the sweep's ``failures.csv`` has them all).
+    """
+    from marra.experiments.sweep import SweepError, cell_dir, plan_sweep, run_sweep
+
+    spec = training_spec(config)
+    outcome = run_sweep(spec, out, backend=backend, workers=workers, address=address,
+                        progress=progress)  # fmt: skip
+    if outcome.failures:
+        first = outcome.failures[0]
+        raise SweepError(
+            f"training: {len(outcome.failures)} agent(s) failed, first {first['method']} on "
+            f"{first['env']} seed {first['seed']}: {first['message']} (see "
+            f"{out / 'failures.csv'}; rerun to retry)"
+        )
+    return {(g.env, g.method, g.seed): cell_dir(out, g.cell) / "policy.pt"
+            for g in plan_sweep(spec).grid}  # fmt: skip
 
 
 def reproduce_paper000(
@@ -118,8 +148,16 @@ def reproduce_paper000(
     quick: bool = False,
     config: ReproduceConfig | None = None,
     progress: bool = True,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole reproduction into ``out``; returns paths and headline numbers."""
+    """Run the whole reproduction into ``out``; returns paths and headline numbers.
+
+    The agents are trained first, all at once, as one sweep in ``out/training``
+    (:func:`train_agents`) on ``backend`` (``"local"``: a pool of ``workers`` processes;
+    ``"ray"``: Ray tasks, on the cluster at ``address`` or a local Ray); the simulations then
+    run here."""
     from marra.experiments.plots import plot_panels
     from marra.experiments.policy_method import PolicyMethod
 
@@ -131,20 +169,15 @@ def reproduce_paper000(
     budget = config.budget
     seeds = list(range(config.seeds))
     sims: list[Path] = []
+    console.rule(f"[bold]Training every agent ({backend} backend)")
+    policies = train_agents(out / "training", config, backend=backend, workers=workers,
+                            address=address, progress=progress)  # fmt: skip
 
     # ---- Figure 1: one agent per scenario, then every method on the same draws
     for scenario in ("shifting", "shock"):
-        console.rule(f"[bold]Figure 1, {scenario}: training the PPO agent")
-        policy = train_agent(
-            out / "models" / scenario,
-            scenario=scenario,
-            config=config,
-            steps=config.train_steps,
-            seed=config.seed,
-            progress=progress,
-        )
+        policy = policies[(scenario, FIGURE1_AGENT, config.seed)]
         methods: list[Any] = [
-            PolicyMethod.from_file(policy, transfer_budget=budget, label="RL (PPO)")
+            PolicyMethod.from_file(policy, transfer_budget=budget, label=FIGURE1_AGENT)
         ]
         methods += [ClassicalMethod(m) for m in PAPER_METHODS]
         methods += [ClassicalMethod(m, transfer_budget=budget) for m in PAPER_METHODS + FLOORS]
@@ -163,20 +196,11 @@ def reproduce_paper000(
         )
 
     # ---- Figure 2: the reward ablation, independently trained agents per trial
-    ablation_methods: list[Any] = []
-    for label, weights in ABLATIONS.items():
-        for trial in range(config.ablation_trials):
-            console.rule(f"[bold]Figure 2: {label}, trial {trial + 1}/{config.ablation_trials}")
-            policy = train_agent(
-                out / "models" / "ablation" / label.replace(" ", "_") / f"trial{trial}",
-                scenario="shifting",
-                config=config,
-                steps=config.ablation_train_steps,
-                seed=1000 + trial,
-                reward_weights=weights,
-                progress=progress,
-            )
-            ablation_methods.append((label, trial, policy))
+    ablation_methods = [
+        (label, trial, policies[("shifting", f"RL {label}", 1000 + trial)])
+        for label in ABLATIONS
+        for trial in range(config.ablation_trials)
+    ]
     ablation_parts = []
     for label, trial, policy in ablation_methods:
         method = PolicyMethod.from_file(policy, transfer_budget=budget, label=f"RL {label}")
@@ -226,7 +250,12 @@ def reproduce_paper000(
         out / "manifest.json",
         arguments={"paper": "000", "quick": quick, "out": str(out)},
         seeds=seeds,
-        extra={"config": asdict(config), "budget": budget, "figures": [str(f) for f in figures]},
+        extra={
+            "config": asdict(config),
+            "budget": budget,
+            "figures": [str(f) for f in figures],
+            "training": {"backend": backend, "workers": workers, "address": address},
+        },
     )
     console.print(
         f"results: {results}; figures: {', '.join(f.name for f in figures)}; "
