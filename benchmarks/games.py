@@ -6,7 +6,8 @@ For each game this measures agent-steps per second (``num_envs * num_agents`` pe
 guards, clock, episode record, observations) for several numbers of copies, and of the one-copy
 numpy references in ``benchmarks/games_reference.py`` (the structure of the original code: one
 copy, loops over agents and resources, the observation rebuilt every step), measured in the same
-run. Both get random actions drawn before the clock starts; both compute every observation.
+run and interleaved with them (the repeats are the outer loop, so both sides see the same spells
+of load). Both get random actions drawn before the clock starts; both compute every observation.
 Each figure is the best of ``--repeats`` runs, because the machine may be shared; rates are
 given per wall-clock second and per CPU second of this process (with one thread, the CPU-time
 figure is the robust one on a loaded machine: it does not count time spent waiting for a core).
@@ -44,6 +45,7 @@ from marra._io import atomic_write_text  # noqa: E402
 from marra.envs import make  # noqa: E402
 
 GAMES = ("matthew", "job-scheduling")
+REFERENCE = "reference (one copy, numpy)"
 
 
 def _sync(device: str) -> None:
@@ -92,7 +94,29 @@ def verify(name: str, num_envs: int = 4, steps: int = 300, seed: int = 0) -> int
 
 
 # ---------------------------------------------------------------------------- timing
-def time_batched(name: str, num_envs: int, args: argparse.Namespace) -> dict[str, Any]:
+class Timer:
+    """One side of the comparison: ``once()`` times one run and keeps the best wall-clock and
+    CPU time seen; ``row()`` reports them."""
+
+    def __init__(self, row: dict[str, Any], run: Any, work: int) -> None:
+        self._row, self._run, self.work = row, run, work
+        self.best = self.cpu = float("inf")
+
+    def once(self) -> None:
+        wall, cpu = self._run()
+        self.best, self.cpu = min(self.best, wall), min(self.cpu, cpu)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            **self._row,
+            "seconds": self.best,
+            "cpu_seconds": self.cpu,
+            "agent_steps_per_s": self.work / self.best,
+            "agent_steps_per_cpu_s": self.work / self.cpu,
+        }
+
+
+def batched_timer(name: str, num_envs: int, args: argparse.Namespace) -> Timer:
     env = make(name, num_envs=num_envs, seed=0, device=args.device, horizon=args.horizon)
     n = env.num_agents
     generator = torch.Generator().manual_seed(0)
@@ -100,8 +124,8 @@ def time_batched(name: str, num_envs: int, args: argparse.Namespace) -> dict[str
         torch.randint(0, 5, (num_envs, n), generator=generator).to(args.device)
         for _ in range(args.steps)
     ]
-    best = cpu = float("inf")
-    for _ in range(args.repeats):
+
+    def run() -> tuple[float, float]:
         env.reset(seed=0)
         env.step(actions[0])  # warm-up
         env.reset(seed=0)
@@ -110,45 +134,27 @@ def time_batched(name: str, num_envs: int, args: argparse.Namespace) -> dict[str
         for a in actions:
             env.step(a)
         _sync(args.device)
-        best = min(best, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
-    return {
-        "game": name,
-        "implementation": "batched",
-        "num_envs": num_envs,
-        "num_agents": n,
-        "steps": args.steps,
-        "seconds": best,
-        "cpu_seconds": cpu,
-        "agent_steps_per_s": num_envs * n * args.steps / best,
-        "agent_steps_per_cpu_s": num_envs * n * args.steps / cpu,
-    }
+        return time.perf_counter() - start, time.process_time() - start_cpu
+
+    row = {"game": name, "implementation": "batched", "num_envs": num_envs, "num_agents": n}
+    return Timer({**row, "steps": args.steps}, run, num_envs * n * args.steps)
 
 
-def time_reference(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def reference_timer(name: str, args: argparse.Namespace) -> Timer:
     rng = np.random.default_rng(0)
     ref: Any = MatthewReference(rng=rng) if name == "matthew" else JobReference(rng=rng)
     n = ref.n_agent
     actions = rng.integers(0, 5, (args.ref_steps, n)).tolist()
-    best = cpu = float("inf")
-    for _ in range(args.repeats):
+
+    def run() -> tuple[float, float]:
         ref.reset()
         start, start_cpu = time.perf_counter(), time.process_time()
         for a in actions:
             ref.step(a)
-        best = min(best, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
-    return {
-        "game": name,
-        "implementation": "reference (one copy, numpy)",
-        "num_envs": 1,
-        "num_agents": n,
-        "steps": args.ref_steps,
-        "seconds": best,
-        "cpu_seconds": cpu,
-        "agent_steps_per_s": n * args.ref_steps / best,
-        "agent_steps_per_cpu_s": n * args.ref_steps / cpu,
-    }
+        return time.perf_counter() - start, time.process_time() - start_cpu
+
+    row = {"game": name, "implementation": REFERENCE, "num_envs": 1, "num_agents": n}
+    return Timer({**row, "steps": args.ref_steps}, run, n * args.ref_steps)
 
 
 # ---------------------------------------------------------------------------- report
@@ -227,12 +233,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             verified[name] = verify(name, steps=args.verify_steps)
             print(f"{name}: reference agrees with the batched env over {args.verify_steps} steps")
 
+    # the repeats are the outer loop, so every timer sees the same spells of load
+    timers = {name: [reference_timer(name, args)] for name in GAMES}
+    for name in GAMES:
+        timers[name] += [batched_timer(name, num_envs, args) for num_envs in sizes]
+    for _ in range(args.repeats):
+        for name in GAMES:
+            for timer in timers[name]:
+                timer.once()
     rows: list[dict[str, Any]] = []
     for name in GAMES:
-        reference = time_reference(name, args)
+        reference = timers[name][0].row()
         rows.append(reference)
-        for num_envs in sizes:
-            row = time_batched(name, num_envs, args)
+        for timer in timers[name][1:]:
+            row = timer.row()
             row["ratio"] = row["agent_steps_per_s"] / reference["agent_steps_per_s"]
             row["ratio_cpu"] = row["agent_steps_per_cpu_s"] / reference["agent_steps_per_cpu_s"]
             rows.append(row)
