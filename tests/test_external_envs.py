@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 import subprocess
 import sys
 import warnings
@@ -512,6 +513,44 @@ def test_nearest_baseline_beats_random_on_lbf_1():
     assert nearest > random + 0.1, (nearest, random)
 
 
+# ---------------------------------------------------------------------- learning
+def _first_episode_mean(env, act, metric: str, seed: int) -> float:
+    """Mean of ``metric`` over the first episode of every copy (``env`` auto-resets)."""
+    obs = env.reset(seed=seed)
+    values = torch.full((env.num_envs,), float("nan"), dtype=torch.float64)
+    finished = torch.zeros(env.num_envs, dtype=torch.bool)
+    while not bool(finished.all()):
+        step = env.step(act(obs))
+        obs = step.obs
+        done = (step.terminated | step.truncated) & ~finished
+        if bool(done.any()):
+            values[done] = step.info["episode_metrics"][metric][done].to(torch.float64)
+            finished |= done
+    return float(values.mean())
+
+
+@needs_lbf
+def test_a_trained_policy_beats_random_on_a_small_lbf(tmp_path):
+    """MAPPO with full sharing, 8,000 env-steps (10-25 s on 2 busy cores) on
+    ``Foraging-5x5-2p-1f-v3`` cut to 25 steps, evaluated deterministically (masked) on the same
+    64 seeded episodes as ``random``. Measured: 0.875 foods per episode (training seed 2: 0.80)
+    against random's 0.44 and nearest's 0.80."""
+    from marra.rl import PPOConfig, load_policy, train
+
+    options = dict(env_id="Foraging-5x5-2p-1f-v3", max_episode_steps=25, workers=0)
+    config = PPOConfig(total_steps=8_000, num_envs=16, seed=1, checkpoint_every=1000)
+    result = train(config, options, env="lbf", out_dir=tmp_path, progress=False)
+    policy = load_policy(result.policy_path)
+    env = marra.envs.make("lbf", num_envs=64, autoreset=True, **options)
+    learned = _first_episode_mean(
+        env, lambda obs: policy.act(obs, mask=env.action_mask()), "foods", seed=123
+    )
+    method = env.baseline("random", seed=0)
+    method.reset()
+    random = _first_episode_mean(env, method.act, "foods", seed=123)
+    assert learned > random + 0.2, (learned, random)
+
+
 # ---------------------------------------------------------------------- options
 @pytest.mark.parametrize(
     "family, options, name",
@@ -615,7 +654,7 @@ def test_workers_default_to_one_per_core_and_in_process_for_one_copy():
     assert marra.envs.make("lbf").workers == 0
     env = marra.envs.make("lbf", num_envs=2)
     try:
-        assert env.workers == min(2, __import__("os").cpu_count() or 1)
+        assert env.workers == min(2, os.cpu_count() or 1)
     finally:
         env.close()
 
