@@ -81,10 +81,6 @@ class SerialBackend:
         for copy in self.copies:
             copy.env.close()
 
-    @property
-    def closed(self) -> bool:
-        return False
-
 
 def _worker_main(conn: Any, source: Source, count: int) -> None:
     """The loop of one worker process: build ``count`` instances, then serve requests."""
