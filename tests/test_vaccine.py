@@ -527,6 +527,30 @@ def test_a_trained_policy_beats_random(tmp_path):
     assert learned < random, (learned, random)
 
 
+# ---------------------------------------------------------------------- benchmark
+def test_benchmark_script_runs_and_writes_its_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "vaccine.json"
+    script = root / "benchmarks" / "envs_vaccine.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    rows = report["vaccine"]
+    assert [(r["mode"], r["num_envs"]) for r in rows] == [
+        ("mean-field", 1), ("mean-field", 16), ("stochastic", 1), ("stochastic", 16)
+    ]  # fmt: skip
+    assert all(r["env_steps_per_s"] > 0 and r["regions"] == 100 for r in rows)
+    assert report["meta"]["threads"] == 1
+
+
 # ---------------------------------------------------------------------- options
 def test_registry_documents_every_option():
     options = marra.envs.env_options("vaccine")
