@@ -12,8 +12,12 @@ agent-steps are that times the number of agents) of:
 
 Only ``step`` calls are timed (auto-resets included, as in the direct loop); each figure is the
 best of ``--repeats`` runs because the machine may be shared (the load average is recorded).
-The columns: env-steps/s, the ratio to ``direct``, and for worker rows the ratio to the same
-number of copies in one worker (the parallel speed-up; 2.0 is linear on two cores).
+Before and after the measurements a probe times a pure-Python loop alone and in two processes
+at once: the parallelism it finds (2.0 on two free cores) is the ceiling of any worker speed-up
+in the same run. The columns: env-steps/s, the ratio to ``direct``, for worker rows the ratio
+to the same number of copies in one worker (the parallel speed-up; 2.0 is linear on two cores),
+and the CPU time of the parent plus its workers per env-step (Linux ``/proc``), which shows the
+adapter's overhead even when a shared machine's load distorts the wall-clock figures.
 
 Heavy imports happen inside the functions: worker processes re-import this script as their
 ``__main__`` (Python's spawn/forkserver rule), and should not pay for torch.
@@ -46,6 +50,53 @@ ADAPTER_CONFIGS = ((1, 0), (2, 0), (2, 1), (2, 2), (4, 1), (4, 2))
 QUICK_CONFIGS = ((1, 0), (2, 2))
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` from ``/proc`` (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy(iterations: int) -> float:
+    total = 0
+    for i in range(iterations):
+        total += i
+    return float(total)
+
+
+def _busy_child(iterations: int, go: Any, out: Any) -> None:
+    go.wait()
+    start = time.perf_counter()
+    _busy(iterations)
+    out.put((start, time.perf_counter()))
+
+
+def parallelism_probe(iterations: int = 20_000_000) -> dict[str, float]:
+    """How many cores two CPU-bound processes really get here: a pure-Python loop timed alone,
+    then the same loop in two processes at once (``CLOCK_MONOTONIC`` is shared, so the span is
+    from the first start to the last end). 2.0 on an idle two-core machine; the ceiling of any
+    worker speed-up in the same run."""
+    import multiprocessing
+
+    start = time.perf_counter()
+    _busy(iterations)
+    alone = time.perf_counter() - start
+    context = multiprocessing.get_context("spawn")
+    go, out = context.Event(), context.Queue()
+    children = [context.Process(target=_busy_child, args=(iterations, go, out)) for _ in range(2)]
+    for child in children:
+        child.start()
+    time.sleep(0.5)  # let both interpreters start before the loops
+    go.set()
+    spans = [out.get(timeout=600) for _ in children]
+    for child in children:
+        child.join()
+    together = max(end for _, end in spans) - min(begin for begin, _ in spans)
+    return {"alone_s": alone, "two_at_once_s": together, "parallelism": 2 * alone / together}
+
+
 def _direct_instance(family: str, preset: str) -> Any:
     import gymnasium
 
@@ -65,15 +116,16 @@ def time_direct(family: str, preset: str, steps: int, repeats: int) -> dict[str,
     n_actions = int(env.action_space[0].n)
     actions = np.random.default_rng(0).integers(0, n_actions, size=(steps, n)).tolist()
     env.reset(seed=0)
-    best = float("inf")
+    best, cpu = float("inf"), float("inf")
     for _ in range(repeats):
         env.reset(seed=0)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for row in actions:
             _, _, done, _, _ = env.step(row)
             if done:
                 env.reset()
         best = min(best, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
     return {
         "preset": preset,
         "method": "direct",
@@ -84,6 +136,7 @@ def time_direct(family: str, preset: str, steps: int, repeats: int) -> dict[str,
         "seconds": best,
         "env_steps_per_s": steps / best,
         "agent_steps_per_s": steps * n / best,
+        "cpu_us_per_env_step": 1e6 * cpu / steps,
     }
 
 
@@ -102,15 +155,20 @@ def time_adapter(
         n, n_actions = env.num_agents, int(env.spec.action.n)
         rng = np.random.default_rng(0)
         actions = torch.as_tensor(rng.integers(0, n_actions, size=(steps, copies, n)))
+        pids = [p.pid for p in getattr(env._backend, "processes", [])]
         env.reset(seed=0)
         env.step(actions[0])  # warm-up (first pipe round trip)
-        best = float("inf")
+        best, cpu = float("inf"), float("inf")
         for _ in range(repeats):
             env.reset(seed=0)
-            start = time.perf_counter()
+            workers_cpu = sum(_process_cpu_seconds(pid) for pid in pids)
+            start, start_cpu = time.perf_counter(), time.process_time()
             for k in range(steps):
                 env.step(actions[k])
             best = min(best, time.perf_counter() - start)
+            used = time.process_time() - start_cpu
+            used += sum(_process_cpu_seconds(pid) for pid in pids) - workers_cpu
+            cpu = min(cpu, used)
     finally:
         env.close()
     return {
@@ -123,6 +181,7 @@ def time_adapter(
         "seconds": best,
         "env_steps_per_s": copies * steps / best,
         "agent_steps_per_s": copies * steps * n / best,
+        "cpu_us_per_env_step": 1e6 * cpu / (copies * steps),
     }
 
 
@@ -163,14 +222,14 @@ def _line(row: dict[str, Any]) -> str:
     speedup = row.get("speedup_vs_1_worker")
     return (
         f"{row['preset']:8s} {where:26s} {row['env_steps_per_s']:10,.0f} env-steps/s  "
-        f"x{row['ratio_to_direct']:.2f} direct"
+        f"x{row['ratio_to_direct']:.2f} direct  {row['cpu_us_per_env_step']:6.0f} cpu-us/step"
         + (f"  x{speedup:.2f} vs 1 worker" if speedup else "")
     )
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     headers = ["preset", "stepping", "copies", "env-steps/s", "agent-steps/s", "vs direct",
-               "vs 1 worker"]  # fmt: skip
+               "vs 1 worker", "CPU µs / env-step"]  # fmt: skip
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         if row["method"] == "direct":
@@ -183,7 +242,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells = [
             row["preset"], stepping, str(row["copies"]), f"{row['env_steps_per_s']:,.0f}",
             f"{row['agent_steps_per_s']:,.0f}", f"{row['ratio_to_direct']:.2f}",
-            f"{speedup:.2f}" if speedup else "",
+            f"{speedup:.2f}" if speedup else "", f"{row['cpu_us_per_env_step']:,.0f}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -220,7 +279,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.simplefilter("ignore", UserWarning)  # the packages' gymnasium space advice
     torch.set_num_threads(1)
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    probe = parallelism_probe(2_000_000 if args.quick else 20_000_000)
+    print(f"two CPU-bound processes run at {probe['parallelism']:.2f}x one (2.00: two free cores)")
     rows = lbf(args) + rware(args)
+    probe_after = parallelism_probe(2_000_000 if args.quick else 20_000_000)
     meta = {
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -237,7 +299,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),
         "repeats": args.repeats,
+        "parallelism_before": probe,
+        "parallelism_after": probe_after,
     }
+    print(f"after: two CPU-bound processes at {probe_after['parallelism']:.2f}x one")
     if args.markdown:
         print()
         print(markdown_table(rows))

@@ -680,6 +680,7 @@ def test_benchmark_script_runs_and_writes_its_json(tmp_path):
     assert all(r["env_steps_per_s"] > 0 for r in rows)
     assert [r["method"] for r in rows].count("direct") == 2
     assert "load_average_before" in report["meta"]
+    assert report["meta"]["parallelism_before"]["parallelism"] > 0
 
 
 def test_importing_the_adapter_package_loads_neither_torch_nor_the_packages():

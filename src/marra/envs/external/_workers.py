@@ -17,6 +17,7 @@ Both backends answer the same two calls with stacked arrays over the copies they
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import signal
 import traceback
 import weakref
@@ -82,33 +83,76 @@ class SerialBackend:
             copy.env.close()
 
 
+#: one byte in front of every message: the parent sends STEP (raw int64 actions), RESET (a
+#: pickled ``(rows, seeds)``) or CLOSE; a worker answers OK (raw arrays) or ERROR (a traceback)
+STEP, RESET, CLOSE, OK, ERROR = b"S", b"R", b"C", b"K", b"E"
+
+_STEP_DTYPES = (np.float32, np.float64, np.bool_, np.bool_, np.float64, np.bool_)
+_RESET_DTYPES = (np.float32, np.bool_)
+
+
+def _pack(arrays: Sequence[np.ndarray | None], dtypes: Sequence[Any]) -> bytes:
+    """The arrays' bytes back to back (None, LBF's absent mask, is skipped)."""
+    return b"".join(
+        np.ascontiguousarray(a, dtype=t).tobytes()
+        for a, t in zip(arrays, dtypes, strict=True)
+        if a is not None
+    )
+
+
+def _unpack(
+    buffer: memoryview, shapes: Sequence[tuple[int, ...] | None], dtypes: Sequence[Any]
+) -> list[np.ndarray | None]:
+    """Read-only views of ``shapes`` (None: absent) back to back in ``buffer`` (the callers
+    copy them into fresh arrays)."""
+    out: list[np.ndarray | None] = []
+    offset = 0
+    for shape, dtype in zip(shapes, dtypes, strict=True):
+        if shape is None:
+            out.append(None)
+            continue
+        count = int(np.prod(shape))
+        out.append(np.frombuffer(buffer, dtype, count, offset).reshape(shape))
+        offset += count * np.dtype(dtype).itemsize
+    if offset != len(buffer):
+        raise RuntimeError(f"worker answer of {len(buffer)} bytes, expected {offset}")
+    return out
+
+
 def _worker_main(conn: Any, source: Source, count: int) -> None:
-    """The loop of one worker process: build ``count`` instances, then serve requests."""
+    """The loop of one worker process: build ``count`` instances, then serve requests.
+
+    Steps travel as raw bytes (int64 actions in, the result arrays out, back to back): no
+    pickling on the path taken every step."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
     try:
         copies = [PackageCopy(source) for _ in range(count)]
     except BaseException:
-        conn.send(("error", traceback.format_exc()))
+        conn.send_bytes(ERROR + traceback.format_exc().encode())
         conn.close()
         return
-    conn.send(("ok", None))
+    conn.send_bytes(OK)
+    shape = (count, copies[0].num_agents)
     while True:
         try:
-            command, payload = conn.recv()
+            message = conn.recv_bytes()
         except (EOFError, OSError):  # the parent is gone
             break
-        if command == "close":
+        kind = message[:1]
+        if kind == CLOSE:
             break
         try:
-            if command == "step":
-                out: Any = _step_block(copies, payload)
-            elif command == "reset":
-                out = _reset_block(copies, *payload)
+            if kind == STEP:
+                actions = np.frombuffer(message, np.int64, offset=1).reshape(shape)
+                reply = _pack(_step_block(copies, actions), _STEP_DTYPES)
+            elif kind == RESET:
+                rows, seeds = pickle.loads(message[1:])
+                reply = _pack(_reset_block(copies, rows, seeds), _RESET_DTYPES)
             else:
-                raise ValueError(f"unknown command {command!r}")
-            conn.send(("ok", out))
+                raise ValueError(f"unknown message kind {kind!r}")
+            conn.send_bytes(OK + reply)
         except Exception:
-            conn.send(("error", traceback.format_exc()))
+            conn.send_bytes(ERROR + traceback.format_exc().encode())
     conn.close()
 
 
@@ -129,7 +173,7 @@ def _shutdown(conns: list[Any], processes: list[Any]) -> None:
     """Ask every worker to close, then join, terminate or kill it (idempotent)."""
     for conn in conns:
         try:
-            conn.send(("close", None))
+            conn.send_bytes(CLOSE)
         except (OSError, ValueError, BrokenPipeError):
             pass
     for process in processes:
@@ -156,7 +200,12 @@ class WorkerPool:
     """
 
     def __init__(
-        self, source: Source, num_envs: int, workers: int, start_method: str | None = None
+        self,
+        source: Source,
+        num_envs: int,
+        workers: int,
+        layout: tuple[int, int, int, bool],
+        start_method: str | None = None,
     ) -> None:
         method = default_start_method() if start_method is None else start_method
         if method not in START_METHODS or method not in multiprocessing.get_all_start_methods():
@@ -169,6 +218,7 @@ class WorkerPool:
             _preload_in_forkserver(context)
         self.source = source
         self.workers = workers
+        self.num_agents, self.obs_dim, self.num_actions, self.has_mask = layout
         self.blocks = np.array_split(np.arange(num_envs), workers)
         self._starts = np.array([int(b[0]) for b in self.blocks])
         self.conns: list[Any] = []
@@ -197,34 +247,34 @@ class WorkerPool:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def _receive(self, i: int) -> Any:
+    def _died(self, i: int) -> RuntimeError:
+        self.processes[i].join(timeout=1)
+        code = self.processes[i].exitcode
+        self.close()
+        return RuntimeError(
+            f"{self.source.family} worker {i} died (exit code {code}); the pool is closed"
+        )
+
+    def _receive(self, i: int) -> memoryview:
+        """Worker ``i``'s answer after its OK byte; raises its error or its death."""
         try:
-            status, payload = self.conns[i].recv()
+            message = self.conns[i].recv_bytes()
         except (EOFError, OSError):
-            self.processes[i].join(timeout=1)
-            code = self.processes[i].exitcode
+            raise self._died(i) from None
+        if message[:1] != OK:
             self.close()
-            raise RuntimeError(
-                f"{self.source.family} worker {i} died (exit code {code}); the pool is closed"
-            ) from None
-        if status != "ok":
-            self.close()
-            last = payload.strip().splitlines()[-1] if payload.strip() else payload
+            text = message[1:].decode(errors="replace")
+            last = text.strip().splitlines()[-1] if text.strip() else text
             if last.startswith("marra.envs.errors.EnvError: "):
                 raise EnvError(last.split(": ", 1)[1])
-            raise RuntimeError(f"{self.source.family} worker {i} failed:\n{payload}")
-        return payload
+            raise RuntimeError(f"{self.source.family} worker {i} failed:\n{text}")
+        return memoryview(message)[1:]
 
-    def _send(self, i: int, message: tuple[str, Any]) -> None:
+    def _send(self, i: int, message: bytes) -> None:
         try:
-            self.conns[i].send(message)
+            self.conns[i].send_bytes(message)
         except (OSError, ValueError):
-            self.processes[i].join(timeout=1)
-            code = self.processes[i].exitcode
-            self.close()
-            raise RuntimeError(
-                f"{self.source.family} worker {i} died (exit code {code}); the pool is closed"
-            ) from None
+            raise self._died(i) from None
 
     def _check_open(self) -> None:
         if self.closed:
@@ -237,31 +287,34 @@ class WorkerPool:
         rows_array = np.asarray(rows, dtype=np.int64)
         owner = np.searchsorted(self._starts, rows_array, side="right") - 1
         busy = [int(w) for w in np.unique(owner)]
+        picks = {w: np.flatnonzero(owner == w) for w in busy}
         for w in busy:
-            pick = np.flatnonzero(owner == w)
-            local = (rows_array[pick] - self._starts[w]).tolist()
-            self._send(w, ("reset", (local, [int(seeds[p]) for p in pick])))
-        answers = {w: self._receive(w) for w in busy}
-        obs: np.ndarray | None = None
-        mask: np.ndarray | None = None
+            local = (rows_array[picks[w]] - self._starts[w]).tolist()
+            seeds_w = [int(seeds[p]) for p in picks[w]]
+            self._send(w, RESET + pickle.dumps((local, seeds_w)))
+        n, d, a = self.num_agents, self.obs_dim, self.num_actions
+        obs = np.empty((len(rows_array), n, d), dtype=np.float32)
+        mask = np.empty((len(rows_array), n, a), dtype=bool) if self.has_mask else None
         for w in busy:
-            pick = np.flatnonzero(owner == w)
-            block_obs, block_mask = answers[w]
-            if obs is None:
-                obs = np.empty((len(rows_array), *block_obs.shape[1:]), dtype=block_obs.dtype)
-                if block_mask is not None:
-                    mask = np.empty((len(rows_array), *block_mask.shape[1:]), dtype=bool)
-            obs[pick] = block_obs
+            r = len(picks[w])
+            shapes = [(r, n, d), (r, n, a) if self.has_mask else None]
+            block_obs, block_mask = _unpack(self._receive(w), shapes, _RESET_DTYPES)
+            obs[picks[w]] = block_obs
             if mask is not None:
-                mask[pick] = block_mask
-        assert obs is not None
+                mask[picks[w]] = block_mask
         return obs, mask
 
     def step(self, actions: np.ndarray) -> StepArrays:
         self._check_open()
+        actions = np.ascontiguousarray(actions, dtype=np.int64)
         for i, block in enumerate(self.blocks):
-            self._send(i, ("step", actions[block[0] : block[-1] + 1]))
-        parts = [self._receive(i) for i in range(self.workers)]
+            self._send(i, STEP + actions[block[0] : block[-1] + 1].tobytes())
+        n, d, a = self.num_agents, self.obs_dim, self.num_actions
+        parts = []
+        for i, block in enumerate(self.blocks):
+            k = len(block)
+            shapes = [(k, n, d), (k, n), (k,), (k,), (k,), (k, n, a) if self.has_mask else None]
+            parts.append(_unpack(self._receive(i), shapes, _STEP_DTYPES))
         obs, reward, terminated, done, events, mask = zip(*parts, strict=True)
         return (
             np.concatenate(obs),

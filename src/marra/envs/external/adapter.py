@@ -137,7 +137,8 @@ class ExternalEnv(MultiAgentEnv):
             self._backend: SerialBackend | WorkerPool = SerialBackend(self.source, e, probe)
         else:
             probe.env.close()
-            self._backend = WorkerPool(self.source, e, self.workers, start_method)
+            layout = (n, d, probe.num_actions, probe.has_mask)
+            self._backend = WorkerPool(self.source, e, self.workers, layout, start_method)
 
     # ---------------------------------------------------------------- the contract
     @property
