@@ -609,3 +609,36 @@ def test_bad_csv_files_name_the_file_and_the_problem(tmp_path):
     (tmp_path / "missing").mkdir()
     with pytest.raises(EnvError, match="pv_active.csv is missing"):
         VoltageEnv(data_dir=tmp_path / "missing", horizon=10)
+
+
+def test_the_opf_oracle_runs_under_inference_mode():
+    # marra evaluate runs baselines under torch.inference_mode
+    env = VoltageEnv(num_envs=2, seed=0, horizon=4)
+    with torch.inference_mode():
+        obs = env.reset(seed=0)
+        opf = env.baseline("opf")
+        step = env.step(opf.act(obs))
+        step = env.step(opf.act(step.obs))
+    assert torch.isfinite(step.reward).all()
+
+
+def test_the_power_flow_benchmark_runs_and_writes_its_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "powerflow.json"
+    completed = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "powerflow.py"), "--quick", "--out", str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert [row["batch"] for row in report["rows"]] == [1, 1024]
+    assert all(row["converged"] == row["batch"] and row["ratio"] > 0 for row in report["rows"])
+    assert report["pandapower"]["case33bw"]["worst_vm_error"] < 1e-6
+    assert {"torch", "pandapower", "numba", "threads"} <= set(report["meta"])

@@ -879,9 +879,14 @@ class OPFBaseline:
         return value, torch.where(ok.unsqueeze(1), grad, 0.0)
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
+        # evaluations run baselines under inference mode, where nothing can be differentiated
+        with torch.inference_mode(False):
+            return self._act()
+
+    def _act(self) -> torch.Tensor:
         env = self.env
         bound = env.action_scale
-        capacity = env.q_capacity()
+        capacity = env.q_capacity().clone()  # a normal tensor even if the env's are not
         _, q_droop = DroopBaseline(env).solve(bound * capacity)
         droop = torch.where(capacity > 0, q_droop / capacity.clamp_min(1e-300), 0.0)
         best = torch.zeros_like(capacity)
