@@ -428,7 +428,7 @@ class MultiAgentEnv(ABC):
             self._episode[:] = 0
         else:
             self._episode += 1
-        self._start(np.arange(self.num_envs))
+        self._begin_episodes(np.arange(self.num_envs))
         return self._observe()
 
     def reset_done(self, mask: torch.Tensor | np.ndarray | Sequence[bool]) -> torch.Tensor:
@@ -444,10 +444,10 @@ class MultiAgentEnv(ABC):
         rows = np.flatnonzero(mask_np)
         if rows.size:
             self._episode[rows] += 1
-            self._start(rows)
+            self._begin_episodes(rows)
         return self._observe()
 
-    def _start(self, rows: np.ndarray) -> None:
+    def _begin_episodes(self, rows: np.ndarray) -> None:
         if self._returns is None:
             self._returns = torch.zeros(
                 (self.num_envs, self.spec.num_agents), dtype=torch.float64, device=self.device

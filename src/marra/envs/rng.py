@@ -87,7 +87,9 @@ class CounterRNG:
     def normal(
         self, shape: tuple[int, ...], counter: int | torch.Tensor, stream: int = 0
     ) -> torch.Tensor:
-        """Standard normal float64 ``(num_envs, *shape)`` (Box-Muller on two uniform streams)."""
+        """Standard normal float64 ``(num_envs, *shape)`` (Box-Muller on the uniform streams
+        ``2 * stream + 1`` and ``2 * stream + 2``: do not draw uniforms from those streams at the
+        same counter, or keep normal and uniform stream numbers in separate ranges)."""
         u1 = self.uniform(shape, counter, 2 * stream + 1).clamp_min(2.0**-53)
         u2 = self.uniform(shape, counter, 2 * stream + 2)
         return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
