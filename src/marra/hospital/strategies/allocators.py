@@ -81,13 +81,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from marra.hospital.network import HospitalNetwork, InfeasibleError
+from marra.hospital.network import HospitalNetwork, InfeasibleError, NetworkError
 from marra.hospital.strategies.integer import (
+    MAX_EXACT_STAFF,
     MarginalCost,
+    exact_sum,
+    noise_reach,
     quadratic_marginal_cost,
     round_largest_remainder,
     round_separable_convex,
-    snap_to_integers,
 )
 
 __all__ = [
@@ -175,6 +177,22 @@ def _check_flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def _check_exact_range(network: HospitalNetwork) -> None:
+    """Integer mode is exact while every figure and the total fit float64's whole numbers."""
+    largest = max(
+        float(np.max(network.current, initial=0.0)),
+        float(np.max(network.minimum, initial=0.0)),
+        float(np.max(network.target, initial=0.0)),
+    )
+    total = exact_sum(network.current)
+    if max(largest, total) > MAX_EXACT_STAFF:
+        raise NetworkError(
+            f"current: whole-staff mode is exact up to 2^53 = {MAX_EXACT_STAFF:,} staff in all "
+            f"(float64 holds every whole number only that far), but the network has "
+            f"{total:,} staff (largest figure {largest:.6g}); use integer=False"
+        )
+
+
 def _prepare(
     network: HospitalNetwork, transfer_budget: Any, integer: Any, shortfall: Any
 ) -> _Problem:
@@ -185,6 +203,7 @@ def _prepare(
     budget = _check_budget(transfer_budget, integer)
     if integer:
         network.check_integral()
+        _check_exact_range(network)
     infeasible = False
     try:
         network.check_feasible()
@@ -349,14 +368,14 @@ def _solve_group(
     index: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
-    total: float,
+    total: float | int,
     integer: bool,
 ) -> np.ndarray:
     """Optimum of ``objective`` over hospitals ``index`` with bounds and a total, shape
     ``(len(index),)``; integer mode rounds it optimally."""
-    y = _water_fill(objective.base[index], objective.slope[index], lower, upper, total)[0]
+    y = _water_fill(objective.base[index], objective.slope[index], lower, upper, float(total))[0]
     if integer:
-        total = float(round(total))
+        total = round(total)  # an exact int: callers pass integer totals in integer mode
 
         def marginal(local: np.ndarray, level: np.ndarray) -> np.ndarray:
             return objective.marginal(index[local], level)
@@ -391,13 +410,19 @@ def _minima_first(
     y = c.copy()
     deficit = np.flatnonzero(c < m)
     donors = np.flatnonzero(c >= m)
+    if integer:  # exact integer totals
+        moved: float | int = int(volume)
+        deficit_held: float | int = exact_sum(c[deficit])
+        donor_held: float | int = exact_sum(c[donors])
+    else:
+        moved, deficit_held, donor_held = volume, c[deficit].sum(), c[donors].sum()
     if deficit.size:
         y[deficit] = _solve_group(
-            deficit_objective, deficit, c[deficit], m[deficit], c[deficit].sum() + volume, integer
+            deficit_objective, deficit, c[deficit], m[deficit], deficit_held + moved, integer
         )
     if donors.size:
         y[donors] = _solve_group(
-            donor_objective, donors, m[donors], c[donors], c[donors].sum() - volume, integer
+            donor_objective, donors, m[donors], c[donors], donor_held - moved, integer
         )
     return y
 
@@ -415,6 +440,8 @@ def _optimise(
         problem.integer,
     )
     everyone = np.arange(problem.n)
+    if integer:
+        total = exact_sum(c)  # an exact int (float sums round beyond 2^53)
     if problem.budget is None:
         return _solve_group(objective, everyone, m, u, total, integer)
     budget = problem.budget
@@ -427,8 +454,9 @@ def _optimise(
     slack = 0.0 if integer else 1e-12 * max(1.0, total)
     if _volume(free, c) <= budget + slack:
         return free
-    receive = _solve_group(objective, everyone, np.maximum(m, c), u, total + budget, integer)
-    send = _solve_group(objective, everyone, np.minimum(m, c), c, total - budget, integer)
+    moved = int(budget) if integer else budget
+    receive = _solve_group(objective, everyone, np.maximum(m, c), u, total + moved, integer)
+    send = _solve_group(objective, everyone, np.minimum(m, c), c, total - moved, integer)
     return _combine(c, receive, send)
 
 
@@ -622,20 +650,38 @@ def _mechanism(
 
 def _round_mechanism(problem: _Problem, y: np.ndarray) -> np.ndarray:
     """Largest-remainder rounding of a mechanism's plan, receivers and senders separately, so
-    the moved volume is a whole number within the budget."""
+    the moved volume is a whole number within the budget.
+
+    Every bound is an exact whole number and every total an exact integer sum
+    (:func:`exact_sum`), so the rounding cannot ask one side to move more than the other can: the
+    volume is the continuous plan's, rounded, and clamped to what the receivers can take and the
+    senders can give (float noise in ``y`` grows with the head count: at 10^12 staff it is about
+    10^-4, and a plan that nearly fills a side must not become one unit too many; issue 8,
+    item 34). A receiver whose continuous value lies within noise of a whole number never ends
+    above it, a sender never below it, so every integral bound the continuous plan met (target cap
+    of receivers, target floor of payers) is kept.
+    """
     c, m, u = problem.current, problem.minimum, problem.upper
     gain = np.flatnonzero(y > c)
     loss = np.flatnonzero(y < c)
-    y = snap_to_integers(y)
-    volume = float(np.floor((y[gain] - c[gain]).sum() + 0.5))
+    noise = noise_reach(y)
+    take_cap = np.maximum(c[gain], np.minimum(u[gain], np.ceil(y[gain] - noise[gain])))
+    low = np.minimum(m[loss], c[loss])
+    give_floor = np.minimum(c[loss], np.maximum(low, np.floor(y[loss] + noise[loss])))
+    volume = math.floor(float((y[gain] - c[gain]).sum()) + 0.5)
+    gain_current, loss_current = exact_sum(c[gain]), exact_sum(c[loss])
+    volume = min(
+        max(volume, 0),
+        exact_sum(take_cap) - gain_current,
+        loss_current - exact_sum(give_floor),
+    )
     if problem.budget is not None:
-        volume = min(volume, problem.budget)
+        volume = min(volume, int(problem.budget))
     out = c.copy()
     if gain.size:
-        out[gain] = round_largest_remainder(y[gain], c[gain], u[gain], c[gain].sum() + volume)
+        out[gain] = round_largest_remainder(y[gain], c[gain], take_cap, gain_current + volume)
     if loss.size:
-        low = np.minimum(m[loss], c[loss])
-        out[loss] = round_largest_remainder(y[loss], low, c[loss], c[loss].sum() - volume)
+        out[loss] = round_largest_remainder(y[loss], give_floor, c[loss], loss_current - volume)
     return out
 
 

@@ -57,6 +57,9 @@ __all__ = [
     "round_largest_remainder",
     "quadratic_marginal_cost",
     "snap_to_integers",
+    "exact_sum",
+    "noise_reach",
+    "MAX_EXACT_STAFF",
 ]
 
 #: ``marginal_cost(index, level)``: the cost ``f_i(level + 1) - f_i(level)`` of giving one more
@@ -64,23 +67,54 @@ __all__ = [
 MarginalCost = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 _SNAP_TOLERANCE = 1e-12
+#: Largest distance from an integer that :func:`snap_to_integers` treats as float noise.
+_SNAP_MAX = 1e-3
 _MAX_ROUNDS = 64
+
+#: Largest staff figure (and total) integer mode handles exactly: 2^53, beyond which float64
+#: cannot hold every whole number.
+MAX_EXACT_STAFF = 2**53
 
 
 def snap_to_integers(values: np.ndarray, tolerance: float = _SNAP_TOLERANCE) -> np.ndarray:
-    """``values`` with entries within ``tolerance * max(1, |v|)`` of an integer set to it.
+    """``values`` with entries within :func:`noise_reach` of an integer set to that integer.
 
     Floating-point water-filling leaves values such as ``4.999999999999`` where the exact answer
     is ``5``; snapping them first keeps ``floor`` from losing a unit (and a minimum) to rounding.
-    The relative tolerance (1e-12) is far above float noise (about 1e-16 relative per operation)
-    and far below a meaningful fraction of a person at any realistic head count.
+    The reach is ``min(tolerance * max(1, |v|), 1e-3)``: the relative tolerance (1e-12) is far
+    above float noise (about 1e-16 relative per operation); the absolute cap (:data:`_SNAP_MAX`)
+    keeps it far below a fraction of a person at any head count. Without the cap, values of
+    10^12 staff would snap by up to one whole unit, and the rounded plan would no longer add up
+    (issue 8, item 34).
     """
     values = np.array(values, dtype=np.float64)
     finite = np.isfinite(values)
     nearest = np.rint(values[finite])
-    close = np.abs(values[finite] - nearest) <= tolerance * np.maximum(1.0, np.abs(nearest))
+    close = np.abs(values[finite] - nearest) <= noise_reach(nearest, tolerance)
     values[finite] = np.where(close, nearest, values[finite])
     return values
+
+
+def noise_reach(values: np.ndarray, tolerance: float = _SNAP_TOLERANCE) -> np.ndarray:
+    """How far from a whole number float noise may push each of ``values``:
+    ``min(tolerance * max(1, |v|), 1e-3)``, shape of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.minimum(tolerance * np.maximum(1.0, np.abs(values)), _SNAP_MAX)
+
+
+def exact_sum(values: np.ndarray) -> int:
+    """The exact sum of whole numbers held as float64, as a Python ``int``.
+
+    ``values`` must be finite whole numbers of magnitude at most :data:`MAX_EXACT_STAFF`
+    (2^53, the range where float64 holds every integer); they are summed as int64, exactly
+    (float sums round once totals pass 2^53), or as Python ints where int64 could overflow.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return 0
+    if float(np.abs(values).max()) * values.size < 2.0**62:  # no int64 overflow possible
+        return int(values.astype(np.int64).sum(dtype=np.int64))
+    return sum(int(v) for v in values.tolist())
 
 
 def quadratic_marginal_cost(centre: np.ndarray) -> MarginalCost:
@@ -135,7 +169,8 @@ def round_separable_convex(
         y_cont: continuous allocation, shape ``(n,)``.
         lower: integral lower bounds, shape ``(n,)``.
         upper: integral upper bounds, shape ``(n,)``; ``inf`` for none.
-        total: integral total, ``sum(lower) <= total <= sum(upper)``.
+        total: integral total, ``sum(lower) <= total <= sum(upper)``; an ``int`` is taken
+            exactly (a float only up to 2^53).
         marginal_cost: see above; it is only ever called at levels ``lower <= k < upper``.
 
     Returns:
@@ -163,23 +198,38 @@ def round_separable_convex(
     if np.any(lower > upper):
         i = int(np.flatnonzero(lower > upper)[0])
         raise ValueError(f"lower/upper: lower {lower[i]:g} exceeds upper {upper[i]:g} at {i}")
-    total = float(total)
-    if not np.isfinite(total) or total != np.floor(total):
-        raise ValueError(f"total: must be a whole number, got {total!r}")
-    if total < lower.sum() or total > upper.sum():
+    if isinstance(total, int | np.integer) and not isinstance(total, bool):
+        want = int(total)
+    else:
+        total_value = float(total)
+        if not np.isfinite(total_value) or total_value != np.floor(total_value):
+            raise ValueError(f"total: must be a whole number, got {total!r}")
+        want = int(total_value)
+    big = max(float(np.abs(lower).max(initial=0.0)), float(upper[finite_upper].max(initial=0.0)))
+    if big > MAX_EXACT_STAFF:
         raise ValueError(
-            f"total: {total:g} is outside [sum(lower), sum(upper)] = "
-            f"[{lower.sum():g}, {upper.sum():g}]"
+            f"lower/upper: whole-number rounding is exact up to 2^53 = {MAX_EXACT_STAFF:,} staff "
+            f"per hospital (float64 holds every whole number only that far); got {big:.6g}"
         )
+    # every sum below is exact: whole numbers summed as integers, never as float64
+    low_sum = exact_sum(lower)
+    if want < low_sum or (finite_upper.all() and want > exact_sum(upper)):
+        high = f"{exact_sum(upper)}" if finite_upper.all() else "inf"
+        raise ValueError(f"total: {want} is outside [sum(lower), sum(upper)] = [{low_sum}, {high}]")
     if n == 0:
         return np.zeros(0)
     x = np.clip(np.floor(snap_to_integers(y_cont)), lower, upper)
-    missing = int(round(total - x.sum()))
+    missing = want - exact_sum(x)
     if missing > 0:
         _add_units(x, lower, upper, missing, marginal_cost)
     elif missing < 0:
         _remove_units(x, lower, upper, -missing, marginal_cost)
     _exchange_until_optimal(x, lower, upper, marginal_cost)
+    if float(x.max()) > MAX_EXACT_STAFF:
+        raise ValueError(
+            f"total: {want} puts more than 2^53 = {MAX_EXACT_STAFF:,} staff on one hospital, "
+            "beyond float64's whole numbers"
+        )
     return x
 
 
