@@ -278,7 +278,10 @@ MALFORMED = [
     (replace("steps = 200", "steps = 0"), "methods[0] (ippo-id): steps: must be a positive"),
     (replace('sharing = "id"', "sharing = 3"), "methods[0] (ippo-id).sharing: expected a string"),
     (replace('sharing = "id"', 'sharing = "most"'), "methods[0] (ippo-id): sharing: unknown"),
-    (replace('algo = "ippo"', 'algo = "qmix"'), "methods[0] (ippo-id).algo: expected one of"),
+    (
+        replace('algo = "ippo"', 'algo = "qmix"'),
+        "methods[0] (ippo-id).algo: unknown algorithm 'qmix'",
+    ),
     (
         replace("num_envs = 4", "num_envs = 4.5"),
         "methods[0] (ippo-id).num_envs: expected an integer",
@@ -359,6 +362,28 @@ def test_a_new_ppoconfig_field_passes_through_without_sweep_code(
     assert {c.key for c in cells}.isdisjoint(c.key for c in plain)
     with pytest.raises(SpecError, match=r"equity: expected a string"):
         parse_spec(tomllib.loads(replace('sharing = "id"', 'sharing = "id"\nequity = 1')))
+
+
+def test_a_new_learner_with_its_own_config_class_passes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A learner registered in ALGORITHMS with its own ``config_cls`` (value-based learners):
+    its fields are the method keys for ``algo = NAME``, with no sweep code."""
+    import tomllib
+
+    from marra.rl import ALGORITHMS, PPOConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class QConfig(PPOConfig):
+        buffer_size: int = 1000
+
+    info = dataclasses.replace(ALGORITHMS["ippo"], name="iql", config_cls=QConfig)
+    monkeypatch.setitem(ALGORITHMS, "iql", info)
+    data = tomllib.loads(replace('algo = "ippo"', 'algo = "iql"\nbuffer_size = 50'))
+    cells = [c for c in plan_sweep(parse_spec(data)).cells.values() if c.train is not None]
+    assert cells and all(c.train["algo"] == "iql" and c.train["buffer_size"] == 50 for c in cells)
+    with pytest.raises(SpecError, match=r"\(ippo-id\)\.buffer_size: unknown key"):
+        parse_spec(tomllib.loads(replace('sharing = "id"', 'sharing = "id"\nbuffer_size = 5')))
 
 
 def test_ray_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

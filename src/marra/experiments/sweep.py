@@ -78,6 +78,7 @@ __all__ = [
     "write_sweep_results",
     "read_sweep",
     "learner_keys",
+    "config_class",
     "RESULT_COLUMNS",
     "TRAIN_ALIASES",
 ]
@@ -93,8 +94,9 @@ SPEC_FORMAT = 1
 CELL_FORMAT = 1
 
 #: ``marra train`` option names that are not :class:`~marra.rl.PPOConfig` field names. Every
-#: PPOConfig field is a method key under its own name (found by introspection), so a new field
-#: is accepted by sweeps without any change here.
+#: field of the learner's config class (PPOConfig, or ``ALGORITHMS[algo].config_cls``) is a
+#: method key under its own name (found by introspection), so a new field or a new learner with
+#: its own config is accepted by sweeps without any change here.
 TRAIN_ALIASES = {"steps": "total_steps"}
 #: Method keys of the sweep itself.
 METHOD_KEYS = ("name", "baseline", "env_options", "envs", "seeds")
@@ -186,12 +188,20 @@ class SweepSpec:
         return config_fingerprint(_jsonable(self.grid_dict()))
 
 
-def learner_keys() -> dict[str, str]:
-    """Every key a learner method may set -> the PPOConfig field it sets: the PPOConfig fields
-    themselves (introspected) and :data:`TRAIN_ALIASES`."""
-    from marra.rl import PPOConfig
+def config_class(algo: str | None = None) -> Any:
+    """The config dataclass of a learner: ``ALGORITHMS[algo].config_cls``, or
+    :class:`~marra.rl.PPOConfig` (the PPO family, and ``algo`` None)."""
+    import marra.rl
 
-    keys = {f.name: f.name for f in dataclasses.fields(PPOConfig) if f.name not in FORBIDDEN_KEYS}
+    info = marra.rl.ALGORITHMS.get(algo) if algo is not None else None
+    return getattr(info, "config_cls", None) or marra.rl.PPOConfig
+
+
+def learner_keys(algo: str | None = None) -> dict[str, str]:
+    """Every key a learner method may set -> the config field it sets: the fields of the
+    learner's config class (introspected, :func:`config_class`) and :data:`TRAIN_ALIASES`."""
+    fields = dataclasses.fields(config_class(algo))
+    keys = {f.name: f.name for f in fields if f.name not in FORBIDDEN_KEYS}
     keys.update(TRAIN_ALIASES)
     return keys
 
@@ -327,7 +337,7 @@ def _envs(value: Any) -> tuple[EnvEntry, ...]:
 
 def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
     from marra.envs import EnvError, make
-    from marra.rl import CompatibilityError, PPOConfig, check_compatible
+    from marra.rl import ALGORITHMS, CompatibilityError, check_compatible
 
     if value is None:
         raise SpecError('methods: missing; add at least one [[methods]] table with name = "..."')
@@ -335,8 +345,6 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
         raise SpecError(f"methods: expected an array of tables ([[methods]]), got {_type(value)}")
     if not value:
         raise SpecError("methods: the list is empty; add at least one [[methods]] table")
-    keys = learner_keys()
-    hints = typing.get_type_hints(PPOConfig)
     specs = {e.label: make(e.name, num_envs=1, seed=0, **e.options).spec for e in envs}
     labels = [e.label for e in envs]
     entries: list[MethodEntry] = []
@@ -350,6 +358,14 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
         where = f"methods[{i}] ({label})"
         if any(m.label == label for m in entries):
             raise SpecError(f"methods[{i}].name: {label!r} is used twice; labels must differ")
+        algo = raw.get("algo", config_class().algo)
+        if not isinstance(algo, str) or algo not in ALGORITHMS:
+            raise SpecError(
+                f"{where}.algo: unknown algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}"
+            )
+        cls = config_class(algo)
+        keys = learner_keys(algo)
+        hints = typing.get_type_hints(cls)
         for key in raw:
             if key in FORBIDDEN_KEYS:
                 raise SpecError(f"{where}.{key}: not a method key; {FORBIDDEN_KEYS[key]}")
@@ -403,9 +419,10 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
             target = keys[key]
             if target in train:
                 raise SpecError(f"{where}.{key}: sets {target} a second time")
-            train[target] = _typed(f"{where}.{key}", raw_value, hints.get(target, Any))
+            hint = Any if target == "algo" else hints.get(target, Any)  # algo: checked above
+            train[target] = _typed(f"{where}.{key}", raw_value, hint)
         try:
-            config = PPOConfig(**train, seed=0)
+            config = cls(**train, seed=0)
         except (ValueError, TypeError) as exc:
             message = _one_line(exc)
             for alias, target in TRAIN_ALIASES.items():
@@ -556,7 +573,6 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     """Every (env, method, seed) of ``spec`` as a cell; a method whose baseline an environment
     lacks (or that lists other environments in ``envs``) is skipped there, with the reason."""
     from marra.envs import make
-    from marra.rl import PPOConfig
 
     baselines = {e.label: make(e.name, num_envs=1, seed=0, **e.options).spec.baselines
                  for e in spec.envs}  # fmt: skip
@@ -577,7 +593,8 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
             for seed in method.seeds or spec.seeds:
                 train = None
                 if method.is_learner:
-                    train = PPOConfig(**_ppo_arguments(method.train), seed=seed).to_dict()
+                    cls = config_class(method.train.get("algo", config_class().algo))
+                    train = cls(**_ppo_arguments(method.train), seed=seed).to_dict()
                 cell = Cell(env=env.name, options=options, seed=seed, episodes=spec.episodes,
                             train=train, baseline=method.baseline)  # fmt: skip
                 key = cell.key
@@ -649,10 +666,10 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
     train_s = 0.0
     env_steps = 0
     if cell.train is not None:
-        from marra.rl import PPOConfig, load_policy, train
+        from marra.rl import load_policy, train
         from marra.rl.loop import CHECKPOINT_NAME, POLICY_NAME
 
-        config = PPOConfig.from_dict(cell.train)
+        config = config_class(cell.train.get("algo")).from_dict(cell.train)
         resumed = (folder / CHECKPOINT_NAME).exists()
         trained = train(config, cell.options, env=cell.env, out_dir=folder, resume=resumed,
                         overwrite=not resumed, progress=False)  # fmt: skip
