@@ -8,10 +8,11 @@ few minutes on a small CPU (figures in ``docs/performance.md``, "Training").
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["PPOConfig", "ALGORITHMS", "AlgorithmInfo", "CRITICS"]
+__all__ = ["PPOConfig", "ALGORITHMS", "AlgorithmInfo", "CRITICS", "EQUITY_CONSTRAINTS"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ ALGORITHMS: dict[str, AlgorithmInfo] = {
     ),  # fmt: skip
 }
 
+#: Constraints on the advantages (``PPOConfig.equity``): ``eld`` is :mod:`marra.rl.eld`.
+EQUITY_CONSTRAINTS = ("none", "eld")
+
 #: Critic inputs: ``local`` (own observation), ``state`` (``env.state()``), ``pool`` (a deep set
 #: over every agent's observation: centralised, any number of agents).
 CRITICS = ("local", "state", "pool")
@@ -81,7 +85,7 @@ class PPOConfig:
     (``critic`` below)."""
     sharing: str = "full"
     """Parameter sharing of the actor and the per-agent critics: ``"none"``, ``"full"``, ``"id"``
-    (:mod:`marra.rl.sharing`)."""
+    (:mod:`marra.rl.sharing`), ``"psa"``, ``"seps"``, ``"dyps"`` (``docs/sharing.md``)."""
     critic: Literal["auto", "local", "state", "pool"] = "auto"
     """Critic input: ``"auto"`` (ippo: ``local``, mappo: ``state``), ``"local"``, ``"state"``
     (``env.state()``), ``"pool"`` (mean and max pooling of per-agent encodings of every agent's
@@ -161,6 +165,43 @@ class PPOConfig:
     """``sharing="id"``: one-hot identities up to this many agents, a learned embedding above."""
     id_embedding_dim: int = 16
     """``sharing="id"``: width of the learned identity embedding."""
+    num_groups: int | None = None
+    """``sharing="seps"``: the number of clusters (None: chosen by the Davies-Bouldin score over
+    2..N-1, as SePS does); ``"dyps"``: the number of parameter groups (None: 4, the best number
+    on ride-hailing(2) in paper 002, Figure 6a; at most the number of agents)."""
+    seps_pretrain_steps: int = 200_000
+    """``sharing="seps"``: env-steps of the pretraining phase with one shared network (SePS's
+    default: 5,000 updates of 8 environments x 5 steps)."""
+    dyps_ablation: Literal["none", "no-cvae", "no-vlstm", "no-repr"] = "none"
+    """``sharing="dyps"``: paper 002 Table 3's variants: ``no-cvae`` (an MLP on the VLSTM
+    representation picks the group), ``no-vlstm`` (agent identity against the CVAE's group
+    encodings), ``no-repr`` (an MLP on the agent identity only)."""
+    dyps_selector_lr: float = 1e-4
+    """``sharing="dyps"``: Adam step size of the group-selection actor and critic (paper 002
+    Table 6: 1e-4 on ride-hailing, 1e-5 on LBF and RWARE)."""
+    dyps_selector_reward: Literal["team", "agent"] = "team"
+    """``sharing="dyps"``: the group selector's reward: ``"team"`` the episode's total reward
+    over all agents (paper 002 section 3.3), ``"agent"`` each agent's own episode return."""
+
+    # --- equity constraint (ELD, paper 003 section 4.2; :mod:`marra.rl.eld`) ----------------
+    equity: Literal["none", "eld"] = "none"
+    """``"eld"``: enforce E[H/N] <= ``equity_budget`` on the episode outcomes with the
+    Equity-Lagrangian Dual update (paper 003, Algorithm 1); ``"none"``: the backbone alone."""
+    equity_tau: float = 0.1
+    """ELD: tolerance band tau of the excess (paper 003 Eq. 2), relative to the mean outcome."""
+    equity_budget: float = 0.0
+    """ELD: the budget epsilon of the normalised MRE H/N (paper 003 Eq. 8), in outcome units."""
+    dual_lr: float = 1.0
+    """ELD: step size eta_lambda of the dual ascent (paper 003 Eq. 10), per unit of H/N."""
+    dual_every: int = 16
+    """ELD: K, finished episodes per dual step (paper 003 Algorithm 1, line 5)."""
+    lambda_max: float = 12.0
+    """ELD: the cap of the dual variable (paper 003 Figure 7 recommends 12-15)."""
+    equity_alpha: float = 0.0
+    """ELD: weight alpha in [0, 1] of the centred identity term (paper 003 Eq. 13)."""
+    equity_form: Literal["auto", "fd", "ctde"] = "auto"
+    """ELD: ``"fd"`` (per-agent G^id) or ``"ctde"`` (team G^eq) form of Eq. 13; ``"auto"``:
+    ``ctde`` with a centralised critic, ``fd`` with local critics."""
 
     # --- bookkeeping -----------------------------------------------------------------------
     checkpoint_every: int = 10
@@ -183,7 +224,8 @@ class PPOConfig:
         if self.critic not in ("auto", *CRITICS):
             raise ValueError(f"critic: one of auto, {', '.join(CRITICS)}; got {self.critic!r}")
         positive_ints = ("total_steps", "num_envs", "update_epochs", "num_minibatches")
-        for name in (*positive_ints, "checkpoint_every", "id_onehot_max", "id_embedding_dim"):
+        for name in (*positive_ints, "checkpoint_every", "id_onehot_max", "id_embedding_dim",
+                     "seps_pretrain_steps"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
@@ -212,6 +254,23 @@ class PPOConfig:
         for name in ("ent_coef", "vf_coef"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+        if self.num_groups is not None and (
+            isinstance(self.num_groups, bool)
+            or not isinstance(self.num_groups, int)
+            or self.num_groups < 1
+        ):
+            raise ValueError(f"num_groups: a positive integer or None, got {self.num_groups!r}")
+        if self.dyps_ablation not in ("none", "no-cvae", "no-vlstm", "no-repr"):
+            raise ValueError(
+                "dyps_ablation: one of none, no-cvae, no-vlstm, no-repr; got "
+                f"{self.dyps_ablation!r}"
+            )
+        if not self.dyps_selector_lr > 0.0:
+            raise ValueError(f"dyps_selector_lr: must be > 0, got {self.dyps_selector_lr!r}")
+        if self.dyps_selector_reward not in ("team", "agent"):
+            raise ValueError(
+                f"dyps_selector_reward: 'team' or 'agent', got {self.dyps_selector_reward!r}"
+            )
         if self.action_scale is not None and not self.action_scale > 0.0:
             raise ValueError(f"action_scale: must be > 0 or None, got {self.action_scale!r}")
         if self.target_kl is not None and self.target_kl <= 0.0:
@@ -220,6 +279,7 @@ class PPOConfig:
             raise ValueError(f"torch_threads: must be >= 1 or None, got {self.torch_threads!r}")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation: must be 'relu' or 'tanh', got {self.activation!r}")
+        self._check_equity()
         for name in ("actor_hidden", "critic_encoder_hidden", "critic_hidden"):
             widths = tuple(getattr(self, name))
             if not widths or any(int(w) != w or w < 1 for w in widths):
@@ -227,6 +287,24 @@ class PPOConfig:
                     f"{name}: must be a non-empty tuple of positive ints, got {widths}"
                 )
             object.__setattr__(self, name, tuple(int(w) for w in widths))
+
+    def _check_equity(self) -> None:
+        if self.equity not in EQUITY_CONSTRAINTS:
+            raise ValueError(f"equity: one of {', '.join(EQUITY_CONSTRAINTS)}; got {self.equity!r}")
+        if self.equity_form not in ("auto", "fd", "ctde"):
+            raise ValueError(f"equity_form: auto, fd or ctde; got {self.equity_form!r}")
+        for name in ("equity_tau", "equity_budget", "lambda_max"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.dual_lr, int | float) and math.isfinite(self.dual_lr)
+                and self.dual_lr > 0):  # fmt: skip
+            raise ValueError(f"dual_lr: must be a finite number > 0, got {self.dual_lr!r}")
+        if not (isinstance(self.equity_alpha, int | float) and 0.0 <= self.equity_alpha <= 1.0):
+            raise ValueError(f"equity_alpha: must lie in [0, 1], got {self.equity_alpha!r}")
+        value = self.dual_every
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"dual_every: must be a positive integer, got {value!r}")
 
     @property
     def critic_kind(self) -> str:

@@ -80,7 +80,11 @@ class Rollout:
     ``log_probs (T, E, N)``; ``values``, ``rewards`` and ``dones``: ``(T, E)`` with a team
     critic (one value per state), else ``(T, E, N)``; ``last_value`` ``(E,)`` or ``(E, N)``;
     ``metrics``: means over the episodes that ended in the rollout (``return``, ``team_return``
-    and the environment's ``episode_metrics``), plus ``episodes``.
+    and the environment's ``episode_metrics``), plus ``episodes``; ``episode_outcomes``: the
+    finished episodes' ``info["episode_outcome"]`` rows ``(k, N)``, one tensor per step at which
+    some episode ended, and ``episode_ends``: for each of them ``(t, copies)``, the rollout step
+    and the ``(k,)`` copy indices of those rows (constraints such as ELD need to know which steps
+    belong to which episode).
     """
 
     obs: torch.Tensor
@@ -95,6 +99,7 @@ class Rollout:
     metrics: dict[str, float]
     episode_outcomes: list[torch.Tensor] = field(default_factory=list)
     infos: dict[str, Any] = field(default_factory=dict)
+    episode_ends: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
 
 class EpisodeStats:
@@ -105,8 +110,9 @@ class EpisodeStats:
         self.count = 0
         self.sums: dict[str, float] = {}
         self.outcomes: list[torch.Tensor] = []
+        self.ends: list[tuple[int, torch.Tensor]] = []
 
-    def add(self, info: dict[str, Any], done: torch.Tensor) -> None:
+    def add(self, info: dict[str, Any], done: torch.Tensor, t: int = -1) -> None:
         if "episode_return" not in info:
             return
         rows = done.nonzero().squeeze(-1)
@@ -121,6 +127,7 @@ class EpisodeStats:
         outcome = info.get("episode_outcome")
         if outcome is not None:
             self.outcomes.append(outcome[rows].detach().cpu())
+            self.ends.append((int(t), rows.detach().cpu()))
         for key, tensor in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(tensor.sum())
 
@@ -139,9 +146,13 @@ def collect_rollout(
     generator: torch.Generator,
     seed: int | None,
     warm_obs_norm: bool = False,
+    with_values: bool = True,
 ) -> Rollout:
     """Reset every copy of ``env`` with ``seed`` and run ``model``'s stochastic policy for
     ``steps`` steps; record what PPO needs (see :class:`Rollout`).
+
+    ``with_values=False`` skips the critic (``values`` and ``last_value`` are zeros): for
+    learners whose critic needs the actions taken (COMA's Q) and is evaluated afterwards.
 
     ``env`` must be built with ``autoreset=True`` when episodes may end before ``steps``; the
     final step of the rollout is taken without auto-reset (nothing would use the new episodes).
@@ -187,7 +198,8 @@ def collect_rollout(
             if needs_state:
                 state_buf[t] = state  # type: ignore[index]
             action, log_prob = model.actor.sample(obs, groups, generator, mask)
-            values[t] = model.critic_value(obs, state, groups)  # normalised units
+            if with_values:
+                values[t] = model.critic_value(obs, state, groups)  # normalised units
             if t == steps - 1:
                 env.autoreset = False  # the episodes a reset would start are never used
             step = env.step(model.actor.env_action(action))
@@ -199,15 +211,19 @@ def collect_rollout(
             else:
                 rewards[t] = step.reward
                 dones[t] = done.to(dones.dtype).unsqueeze(-1)
-            stats.add(step.info, done)
+            stats.add(step.info, done, t)
             obs = step.obs
             state = env.state() if needs_state else None
     finally:
         env.autoreset = autoreset
-    values = model.value_norm.denormalize(values)
-    last_value = model.value(obs, state, groups)
+    if with_values:
+        values = model.value_norm.denormalize(values)
+        last_value = model.value(obs, state, groups)
+    else:
+        values.zero_()
+        last_value = torch.zeros(values.shape[1:], device=device)
     metrics = stats.means()
     return Rollout(
         obs_buf, state_buf, masks, actions, log_probs, values, rewards, dones, last_value,
-        metrics, stats.outcomes,
+        metrics, stats.outcomes, episode_ends=stats.ends,
     )  # fmt: skip
