@@ -37,8 +37,8 @@ def test_train_writes_a_policy_that_simulate_runs_on_a_larger_network(tmp_path: 
     assert result.returncode == 0, result.stderr[-2000:]
     frame = pd.read_csv(sim / "results.csv")
     assert {"ppo (run, B=8)", "qp (B=8)"} == set(frame["method"])  # labels say the run and budget
-    moved = frame[(frame["method"] == "ppo") & (frame["metric"] == "moved")]["value"]
-    assert moved.max() <= 8
+    moved = frame[(frame["method"] == "ppo (run, B=8)") & (frame["metric"] == "moved")]["value"]
+    assert len(moved) == 12 and moved.max() <= 8
 
 
 def test_resume_continues_the_step_count(tmp_path: Path) -> None:
