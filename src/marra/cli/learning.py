@@ -231,7 +231,9 @@ def train(
         list[str] | None,
         typer.Option(help="an environment option KEY=VALUE (repeat); marra envs NAME lists them"),
     ] = None,
-    algo: Annotated[str, typer.Option(help="ippo or mappo")] = "mappo",
+    algo: Annotated[
+        str, typer.Option(help="ippo, mappo, iql, vdn, qmix, wqmix or maddpg (docs/learners.md)")
+    ] = "mappo",
     sharing: Annotated[str, typer.Option(help="parameter sharing: none, full or id")] = "full",
     critic: Annotated[
         str, typer.Option(help="critic input: auto (ippo: local, mappo: state), local, state, pool")
@@ -275,7 +277,8 @@ def train(
         bool, typer.Option("--overwrite", help="start afresh even if --out holds a run")
     ] = False,
 ) -> None:
-    """Train IPPO or MAPPO with a sharing scheme on any environment; write policy.pt.
+    """Train a learner (IPPO, MAPPO, IQL, VDN, QMIX, WQMIX, MADDPG) with a sharing scheme on
+    any environment; write policy.pt.
 
     Without --env it trains paper 000's hospital agent (MAPPO, full sharing); --scenario,
     --hospitals, --network, --budget, --reward-terms and --horizon are shortcuts for the
@@ -342,6 +345,7 @@ def train(
 def _run_training(env_name: str, options: dict[str, Any], **settings: Any) -> Any:
     from marra.envs import EnvError
     from marra.rl import (
+        ALGORITHMS,
         CheckpointError,
         CompatibilityError,
         MemoryEstimateError,
@@ -352,9 +356,14 @@ def _run_training(env_name: str, options: dict[str, Any], **settings: Any) -> An
     from marra.rl import train as run_training
 
     out = settings["out"]
+    # each learner's own config class (PPOConfig for the PPO family)
+    config_cls = getattr(ALGORITHMS[settings["algo"]], "config_cls", None) or PPOConfig
+    fields = {"critic": settings["critic"]} if config_cls is PPOConfig else {}
+    if config_cls is not PPOConfig and settings["critic"] != "auto":
+        raise _fail(f"--critic: is for ippo and mappo only, not --algo {settings['algo']}")
     try:
-        config = PPOConfig(
-            algo=settings["algo"], sharing=settings["sharing"], critic=settings["critic"],
+        config = config_cls(
+            algo=settings["algo"], sharing=settings["sharing"], **fields,
             total_steps=settings["steps"], seed=settings["seed"], num_envs=settings["num_envs"],
             device=settings["device"],
         )  # fmt: skip

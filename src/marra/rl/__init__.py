@@ -10,17 +10,24 @@ Public API:
   :class:`TrainingError`.
 - :func:`compute_gae`, :func:`collect_rollout` (:mod:`marra.rl.rollout`), :func:`ppo_update`,
   :func:`build_model` (:mod:`marra.rl.ppo`): the pieces of PPO.
-- Sharing schemes (:mod:`marra.rl.sharing`): ``none``, ``full``, ``id``; :func:`make_sharing`,
-  :func:`register_sharing`.
+- Sharing schemes (:mod:`marra.rl.sharing`): ``none``, ``full``, ``id``, and ``psa``, ``seps``,
+  ``dyps`` (:mod:`marra.rl.psa`, :mod:`marra.rl.seps`, :mod:`marra.rl.dyps`);
+  :func:`make_sharing`, :func:`register_sharing`.
 - :func:`save_policy`, :func:`load_policy`, :class:`LearnedPolicy`, :class:`PolicyFileError`.
 - :func:`evaluate_policy`: one seeded episode of every environment copy under a policy.
+- Value-based learners (:mod:`marra.rl.qlearning`): :class:`QConfig` for ``iql``, ``vdn``,
+  ``qmix``, ``wqmix``; the episode replay buffer :class:`EpisodeBuffer` and the
+  :class:`ReplaySignals` hook (:mod:`marra.rl.replay`); :class:`MADDPGConfig` for
+  ``maddpg`` (:mod:`marra.rl.maddpg`).
 """
 
+from . import dyps, psa, seps  # noqa: F401  (registers the sharing schemes)
 from .algorithm import Algorithm, Constraint, PPOAlgorithm
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ALGORITHMS, PPOConfig
 from .evaluation import evaluate_policy
 from .loop import MemoryEstimateError, RunExistsError, TrainResult, build_algorithm, train
+from .maddpg import MADDPG, MADDPGConfig
 from .networks import Actor, Critic, GroupedLinear, GroupedMLP, ObsNorm, RunningNorm, ValueNorm
 from .policy import POLICY_FORMAT_VERSION, LearnedPolicy, PolicyFileError, load_policy, save_policy
 from .ppo import (
@@ -32,11 +39,20 @@ from .ppo import (
     check_compatible,
     ppo_update,
 )
+from .qlearning import QConfig, QLearning, QModel
+from .replay import EpisodeBuffer, ReplaySignals
 from .rollout import Rollout, collect_rollout, compute_gae, iteration_seed
 from .sharing import SHARING_SCHEMES, SharingScheme, make_sharing, register_sharing
 
 __all__ = [
     "PPOConfig",
+    "QConfig",
+    "QLearning",
+    "QModel",
+    "MADDPGConfig",
+    "MADDPG",
+    "EpisodeBuffer",
+    "ReplaySignals",
     "ALGORITHMS",
     "Algorithm",
     "PPOAlgorithm",

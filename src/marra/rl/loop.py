@@ -265,7 +265,14 @@ def _progress_bar(enabled: bool, label: str, metric: str | None, total: int, com
 
 def _check_same_run(state: dict[str, Any], config: PPOConfig, env_settings: Any, path: Path,
                     env_name: str) -> None:  # fmt: skip
-    saved = PPOConfig.from_dict(_upgrade_config(state["config"])).to_dict()
+    saved_algo = state["config"].get("algo", "mappo")
+    if saved_algo != config.algo:
+        raise CheckpointError(
+            f"resume: checkpoint {str(path)!r} was written by algo {saved_algo!r}, not "
+            f"{config.algo!r}"
+        )
+    # each learner's own config class (PPOConfig, or ALGORITHMS[algo].config_cls)
+    saved = type(config).from_dict(_upgrade_config(state["config"])).to_dict()
     current = config.to_dict()
     keys = (set(saved) | set(current)) - _FREE_ON_RESUME
     changed = sorted(k for k in keys if saved.get(k) != current.get(k))
@@ -299,12 +306,34 @@ def _upgrade_config(values: dict[str, Any]) -> dict[str, Any]:
 
 def build_algorithm(spec: Any, config: Any, constraint: Constraint | None = None) -> Algorithm:
     """The learner ``config.algo`` names, for an environment with ``spec``: the registered
-    ``builder`` of :data:`~marra.rl.config.ALGORITHMS`, or the PPO family."""
+    ``builder`` of :data:`~marra.rl.config.ALGORITHMS`, or the PPO family. Without
+    ``constraint``, the one ``config.equity`` names (:func:`marra.rl.eld.make_constraint`).
+
+    Raises:
+        CompatibilityError: a constraint for a learner that takes none.
+        ValueError: a constraint given both here and by ``config.equity``.
+    """
+    from .eld import make_constraint
+    from .ppo import CompatibilityError
+
+    if constraint is None:
+        constraint = make_constraint(config, spec)
+    elif getattr(config, "equity", "none") != "none":
+        raise ValueError(
+            f"constraint: given as an argument and as equity={config.equity!r}; choose one"
+        )
     info = ALGORITHMS.get(config.algo)
     builder = getattr(info, "builder", None)
     if builder is not None:
-        return builder(spec, config, constraint)
-    return PPOAlgorithm(spec, config, constraint)
+        algorithm = builder(spec, config, constraint)
+    else:
+        algorithm = PPOAlgorithm(spec, config, constraint)
+    if constraint is not None and getattr(algorithm, "constraint", None) is not constraint:
+        raise CompatibilityError(
+            f"algo {config.algo!r} takes no constraint on its advantages ({constraint.name} "
+            "needs a policy-gradient learner)"
+        )
+    return algorithm
 
 
 def _remove_run_files(out_dir: Path) -> None:

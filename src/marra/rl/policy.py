@@ -5,11 +5,14 @@ version 2:
 
 - ``format`` = ``"marra-policy"``, ``format_version`` (:data:`POLICY_FORMAT_VERSION`),
   ``marra_version``;
-- ``algorithm`` (``"ippo"``, ``"mappo"``) and ``sharing`` (the scheme, its groups and identity
+- ``algorithm`` (``"ippo"``, ``"mappo"``, ``"iql"``, ``"vdn"``, ``"qmix"``, ``"wqmix"``,
+  ``"maddpg"``) and ``sharing`` (the scheme, its groups and identity
   features);
 - ``actor``: the architecture (observation size, hidden widths, activation, action kind and
-  size, action scaling, number of parameter groups, identity features) and its ``state_dict``
-  (with the observation normalisation statistics);
+  size, action scaling, number of parameter groups, identity features, ``squash``: ``"none"``,
+  or ``"tanh"`` for MADDPG's deterministic actor, whose outputs are ``tanh`` of the network's)
+  and its ``state_dict`` (with the observation normalisation statistics). The value-based
+  learners store their agent utilities as a discrete actor: its greedy action is theirs;
 - ``env``: the environment's name, its options (when they can be stored as plain values) and
   its spec (number of agents, observation size, action), so ``marra evaluate`` can rebuild it;
 - ``obs_spec`` (observation size and feature names), ``env_settings`` (a JSON-safe description
@@ -251,6 +254,7 @@ def save_policy(
                 "identity_dim": actor.identity.width if actor.identity.kind == "embedding" else 0,
                 "action_scale": actor.action_scale,
                 "action_center": actor.action_center,
+                "squash": getattr(actor, "squash", "none"),
                 "state_dict": state_dict,
             },
             "env": env_entry,
@@ -310,7 +314,15 @@ def _actor_v2(spec: dict[str, Any]) -> Actor:
     identity = AgentIdentity(
         str(spec["identity"]), int(spec["identity_agents"]), int(spec.get("identity_dim") or 16)
     )
-    actor = Actor(
+    squash = spec.get("squash", "none")  # "tanh": MADDPG's deterministic actor
+    if squash not in ("none", "tanh"):
+        raise ValueError(f"unknown squash {squash!r}")
+    actor_class: type[Actor] = Actor
+    if squash == "tanh":
+        from .maddpg import DeterministicActor
+
+        actor_class = DeterministicActor
+    actor = actor_class(
         int(spec["obs_dim"]), action_kind=str(spec["action_kind"]),
         action_dim=int(spec["action_dim"]), hidden=tuple(int(h) for h in spec["hidden"]),
         num_groups=int(spec["num_groups"]), identity=identity, activation=str(spec["activation"]),
