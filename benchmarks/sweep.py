@@ -10,8 +10,9 @@ included; for Ray, ``ray.init`` is timed apart), the speed-up against one local 
 overhead per cell: ``(wall x workers - sum of the cells' own run times) / cells``, the time a
 worker slot spent on anything but running a cell (process start-up and imports, scheduling,
 result transfer, idle slots at the end). The sum of the cells' CPU seconds shows whether the
-workers slowed each other's computation (on a busy machine the wall time also measures how much
-CPU the others left). A second grid of 24 empty cells (the ``random`` baseline on a one-step,
+workers slowed each other's computation, and "cores used" (that sum over the wall time) how much
+CPU the machine granted: on a busy machine the wall time measures the others' load as much as
+the backend. A second grid of 24 empty cells (the ``random`` baseline on a one-step,
 two-agent ``roles``, one episode each) gives each backend's cost per cell with no work in it,
 start-up included. The three training results.csv files must be byte-identical.
 
@@ -87,6 +88,16 @@ baseline = "random"
 """
 
 
+def _autogroup() -> str | None:
+    """Linux's session autogroups: on, the scheduler shares CPU between sessions, so a local
+    pool (one session) gets one session's share of a busy machine however many workers it has,
+    while Ray's workers (started by its own daemon) form another session."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return None
+
+
 def load() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -141,6 +152,7 @@ def run_backend(name: str, backend: str, workers: int, text: str, scratch: Path)
         "cell_seconds_sum": cell_s,
         "cell_cpu_seconds_sum": cpu_s,
         "overhead_per_cell_s": (wall_s * workers - cell_s) / cells,
+        "cores_used": cpu_s / wall_s,
         "noop_wall_s": noop_s,
         "noop_per_cell_s": noop_s / 24,
         "load_before": load_before,
@@ -152,15 +164,15 @@ def run_backend(name: str, backend: str, workers: int, text: str, scratch: Path)
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| backend | workers | cells | wall (s) | speed-up vs 1 worker | sum of cell times (s) | "
-        "sum of cell CPU (s) | overhead per cell (s) | Ray start (s) | empty cell (s) | "
-        "load avg |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "sum of cell CPU (s) | cores used | overhead per cell (s) | Ray start (s) | "
+        "empty cell (s) | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['backend']} | {r['workers']} | {r['cells']} | {r['wall_s']:.1f} | "
             f"{r['speedup']:.2f}x | {r['cell_seconds_sum']:.1f} | "
-            f"{r['cell_cpu_seconds_sum']:.1f} | "
+            f"{r['cell_cpu_seconds_sum']:.1f} | {r['cores_used']:.2f} | "
             f"{r['overhead_per_cell_s']:.2f} | {r['init_s']:.1f} | {r['noop_per_cell_s']:.2f} | "
             f"{r['load_before'][0] if r['load_before'] else ''} |"
         )
@@ -216,6 +228,7 @@ def main() -> None:
             "steps_per_learner_cell": args.steps,
             "seeds": args.seeds,
             "grid": "2 envs x 3 methods x seeds",
+            "sched_autogroup": _autogroup(),
         },
         "runs": rows,
         "identical_results": identical,
