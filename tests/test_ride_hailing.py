@@ -358,12 +358,12 @@ def test_topk_never_serves_an_order_scored_at_or_below_stay(seed):
 
 
 # --------------------------------------------------------------------------- baselines
-PINNED = {  # city 1, one day, seed 0, copy 0 and 1 (sampled dispatch)
-    "greedy": (236_945.2, 229_634.5),
-    "fifo": (173_924.5, 168_235.0),
-    "nearest": (161_085.5, 156_603.1),
-    "shortest": (141_936.4, 145_058.7),
-    "random": (138_205.2, 133_864.2),
+PINNED = {  # city 1, one day, seed 0, copies 0 and 1 (sampled dispatch)
+    "greedy": (229_099.4, 233_011.8),
+    "fifo": (176_350.7, 168_143.0),
+    "nearest": (161_316.1, 157_369.0),
+    "shortest": (145_221.2, 142_140.2),
+    "random": (133_338.1, 129_649.1),
     "none": (0.0, 0.0),
 }
 
@@ -580,3 +580,42 @@ def test_every_combination_of_dispatch_and_reward_runs_a_step():
         obs = env.reset()
         step = env.step(env.baseline("fifo").act(obs))
         assert step.reward.dtype == torch.float32 and step.reward.shape == (2, 9)
+
+
+# --------------------------------------------------------------------------- learning
+def test_a_trained_policy_beats_random(tmp_path):
+    """MAPPO with full sharing, 3,072 env-steps (~12 s on 2 busy cores) on a 3x3 city of
+    12 steps, evaluated deterministically on the same 64 seeded episodes as ``random``.
+    Measured: GMV 5,845 against random's 4,604 here (greedy about 6,800)."""
+    from marra.rl import PPOConfig, evaluate_policy, load_policy, train
+
+    options = dict(size=3, horizon=12)
+    config = PPOConfig(algo="mappo", sharing="full", total_steps=3_072, num_envs=16, seed=0)
+    result = train(config, options, env="ride-hailing", out_dir=tmp_path, progress=False)
+    policy = load_policy(result.policy_path)
+    env = marra.envs.make("ride-hailing", num_envs=64, **options)
+    learned = evaluate_policy(policy.act, env, seed=123)["episode_gmv"]
+    method = env.baseline("random", seed=0)
+    method.reset()
+    random = evaluate_policy(method.act, env, seed=123)["episode_gmv"]
+    assert learned > 1.1 * random, (learned, random)
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_benchmark_script_runs_and_writes_its_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "envs.py"), "--env", "ride-hailing",
+         "--quick", "--out-dir", str(tmp_path)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "envs_ride_hailing.json").read_text(encoding="utf-8"))
+    assert [r["num_envs"] for r in report["rows"]] == [1, 16, 16, 16]
+    assert all(r["agent_steps_per_s"] > 0 and r["ratio"] > 0 for r in report["rows"])
+    assert report["peer"]["source"].startswith("issue figure") and report["meta"]["threads"] == 1

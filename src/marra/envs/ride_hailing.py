@@ -108,7 +108,7 @@ PRIORITY_BASELINES = ("greedy", "nearest", "shortest", "fifo", "none")
 _FIELDS = ("one", "price_100", "duration_5", "ring_5", "price", "duration", "dest", "ring",
            "target", "bin_price", "bin_duration", "bin_ring")  # fmt: skip
 _SCORE_BOUND = 20.0  # action bounds: e^-40 separates a baseline's "serve" from its "skip"
-_U26 = 2.0**-26
+_U24 = 2.0**-24
 
 
 # --------------------------------------------------------------------------- the map
@@ -172,10 +172,11 @@ class _IndexedRNG(CounterRNG):
 
 
 def _two_uniforms(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent uniforms in ``[0, 1)`` with 26 random bits each from one int64 draw."""
-    high = (bits >> 38) & ((1 << 26) - 1)
-    low = (bits >> 12) & ((1 << 26) - 1)
-    return high.to(torch.float64) * _U26, low.to(torch.float64) * _U26
+    """Two independent float32 uniforms in ``[0, 1)`` with 24 random bits each (exact in
+    float32) from one int64 draw."""
+    high = (bits >> 40) & ((1 << 24) - 1)
+    low = (bits >> 16) & ((1 << 24) - 1)
+    return high.to(torch.float32) * _U24, low.to(torch.float32) * _U24
 
 
 def _poisson(rate: torch.Tensor, u: torch.Tensor, cap: int) -> torch.Tensor:
@@ -192,6 +193,18 @@ def _poisson(rate: torch.Tensor, u: torch.Tensor, cap: int) -> torch.Tensor:
         pmf = pmf * rate / (k + 1)
         cdf = cdf + pmf
     return count
+
+
+def _poisson_table(rates: torch.Tensor, cap: int, limit: int = 64 * 2**20) -> torch.Tensor | None:
+    """The Poisson CDF ``F(0..cap)`` of every rate ``(period, n, cap + 1)`` float64 (None when
+    it would take more than ``limit`` bytes; the counts are then found by :func:`_poisson`)."""
+    if rates.numel() * (cap + 1) * 8 > limit:
+        return None
+    k = torch.arange(cap + 1, dtype=torch.float64, device=rates.device)
+    lam = rates.unsqueeze(-1)
+    log_pmf = k * torch.log(lam.clamp_min(1e-300)) - lam - torch.lgamma(k + 1.0)
+    cdf = torch.cumsum(torch.exp(log_pmf), dim=-1)
+    return torch.where(lam > 0, cdf, 1.0).contiguous()  # rate 0: always no order
 
 
 def _copy_words(sequence: np.random.SeedSequence) -> tuple[int, int]:
@@ -315,6 +328,7 @@ class RideHailingEnv(MultiAgentEnv):
                                               recipe.max_duration))  # fmt: skip
         self.rates = torch.as_tensor(rates * self.demand_scale, device=dev)
         self._poisson_cap = int(math.ceil(float(rates.max()) * self.demand_scale * 2 + 40))
+        self._count_cdf = _poisson_table(self.rates, self._poisson_cap)
         weights = np.asarray(ORDER_DURATION_WEIGHTS[: self.max_duration])
         self.duration_probs = torch.as_tensor(weights / weights.sum(), device=dev)
         self._duration_cdf = torch.cumsum(self.duration_probs, 0)
@@ -381,7 +395,6 @@ class RideHailingEnv(MultiAgentEnv):
         self._cells = torch.arange(n, device=dev)
         self._slots = torch.arange(s, device=dev)
         self._rows = torch.arange(e, device=dev)
-        self._slot_index = self._cells.unsqueeze(1) * s + self._slots  # (N, S) draw positions
 
     _SLOT_TENSORS = (
         "order_valid", "order_waited", "_orders", "_waiting", "_histogram",
@@ -461,7 +474,7 @@ class RideHailingEnv(MultiAgentEnv):
         period = self.rates.shape[0]
         rate = self.rates[step % period] * active.unsqueeze(1)  # (E, N)
         u = self._order_rng.uniform((self.n,), step, stream=0)
-        counts = _poisson(rate, u, self._poisson_cap)
+        counts = self._order_counts(step, active, rate, u)
         most = int(counts.max())
         if most == 0:
             zero = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
@@ -477,7 +490,7 @@ class RideHailingEnv(MultiAgentEnv):
             index = cell * self.max_orders + arrival  # position in the (cell, arrival) stream
             u_duration, u_dest = _two_uniforms(self._order_rng.bits_at(e, index, step, 1))
             u1, u2 = _two_uniforms(self._order_rng.bits_at(e, index, step, 2))
-            duration = torch.searchsorted(self._duration_cdf, u_duration, right=True) + 1
+            duration = torch.searchsorted(self._duration_cdf, u_duration.double(), right=True) + 1
             d0 = duration - 1
             choices = self._dest_count[cell, d0]
             pick = torch.minimum((u_dest * choices).to(torch.int64), choices - 1)
@@ -488,6 +501,22 @@ class RideHailingEnv(MultiAgentEnv):
             price = torch.where(price > 0, price, mean)  # the public code's replacement
             self._put_orders(e, cell, slot, price, duration, dest, waited=False)
         return counts.sum(dim=1), overflow
+
+    def _order_counts(
+        self, step: torch.Tensor, active: torch.Tensor, rate: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
+        """Poisson counts ``(num_envs, n)`` by inversion, ``min {k: F(k) > u}``: a binary
+        search in the precomputed CDF of every (step, cell) rate when it fits in memory."""
+        if self._count_cdf is None:
+            return _poisson(rate, u, self._poisson_cap)
+        period = self.rates.shape[0]
+        moment = step % period
+        if bool((moment == moment[0]).all()):  # every copy at the same step: one table
+            counts = torch.searchsorted(self._count_cdf[moment[0]], u.T.contiguous(), right=True).T
+        else:
+            table = self._count_cdf[moment]  # (E, N, cap + 1)
+            counts = torch.searchsorted(table, u.unsqueeze(-1), right=True).squeeze(-1)
+        return torch.where(active.unsqueeze(1), counts, 0)
 
     def _put_orders(
         self,
@@ -522,11 +551,10 @@ class RideHailingEnv(MultiAgentEnv):
         """Add (``sign=+1``) or remove (``-1``) orders at flat cells ``where`` ``(M,)`` with
         histogram bins ``bins`` ``(M, 3)`` in the per-cell counts."""
         ones = torch.full(where.shape, sign, dtype=torch.int64, device=self.device)
-        self._waiting.view(-1).index_put_((where,), ones, accumulate=True)
+        self._waiting.view(-1).scatter_add_(0, where, ones)
         cells = (where.unsqueeze(1) * (3 * BINS) + bins).flatten()
-        self._histogram.view(-1).index_put_(
-            (cells,), torch.full(cells.shape, float(sign), device=self.device), accumulate=True
-        )
+        signs = torch.full(cells.shape, float(sign), device=self.device)
+        self._histogram.view(-1).scatter_add_(0, cells, signs)
 
     def add_order(
         self,
@@ -592,44 +620,71 @@ class RideHailingEnv(MultiAgentEnv):
     # ------------------------------------------------------------------ dispatch
     def _dispatch(self, scores: torch.Tensor) -> torch.Tensor:
         """Served order slots ``(num_envs, n, width)`` bool from the scores
-        ``(num_envs, n, max_orders + 1)`` (slot 0: stay)."""
-        w = self.width
-        valid = self.order_valid[..., :w]
+        ``(num_envs, n, max_orders + 1)`` (slot 0: stay). Only cells with both an available
+        driver and an order are computed."""
+        e, n, s, w = self.num_envs, self.n, self.max_orders, self.width
+        served = torch.zeros((e * n, w), dtype=torch.bool, device=self.device)
         if w == 0:
-            return valid
-        drivers = self.available_drivers().unsqueeze(-1)
-        stay, order_scores = scores[..., :1], scores[..., 1 : 1 + w]
+            return served.view(e, n, w)
+        available = self.available_drivers()
+        active = ((available > 0) & (self._waiting > 0)).view(-1).nonzero().squeeze(1)
+        if not active.numel():
+            return served.view(e, n, w)
+        valid = self.order_valid.view(e * n, s)[active, :w]  # (R, w)
+        row_scores = scores.view(e * n, s + 1)[active, : w + 1]
+        stay, order_scores = row_scores[:, :1], row_scores[:, 1:]
+        drivers = available.view(-1)[active].unsqueeze(1)
         if self.dispatch == "topk":
             # each driver takes the best remaining choice; once "stay" is best, all stay
             key = torch.where(valid & (order_scores > stay), order_scores, -math.inf)
             sorted_key, order = torch.sort(key, dim=-1, descending=True, stable=True)
             take = torch.isfinite(sorted_key) & (self._slots[:w] < drivers)
-            return torch.zeros_like(valid).scatter(-1, order, take)
-        # sampled: drivers draw in turn from softmax over {stay} + remaining orders; a drawn
-        # order leaves the pool, "stay" does not. The orders come out in Plackett-Luce order
-        # (Gumbel keys), and the draws spent on the (k+1)-th order are geometric with success
-        # probability R_k / (R_k + p_stay), R_k the weight of the orders still in the pool.
+        else:
+            take, order = self._sample(active, valid, stay, order_scores, drivers)
+        served[active] = torch.zeros_like(valid).scatter(-1, order, take)
+        return served.view(e, n, w)
+
+    def _sample(
+        self,
+        active: torch.Tensor,
+        valid: torch.Tensor,
+        stay: torch.Tensor,
+        order_scores: torch.Tensor,
+        drivers: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The public code's rule on the active cells ``(R,)``: drivers draw in turn from
+        softmax over {stay} + the remaining orders; a drawn order leaves the pool, "stay" does
+        not. The orders come out in Plackett-Luce order (Gumbel keys), and the draws spent on
+        the (k+1)-th order are geometric with success probability ``R_k / (R_k + p_stay)``,
+        ``R_k`` the weight of the orders still in the pool. Returns which sorted positions are
+        served and the sort order ``(R, width)``."""
         f32 = torch.float32
         logits = torch.where(valid, order_scores.to(f32), -math.inf)
-        top = torch.maximum(stay.to(f32), logits.amax(dim=-1, keepdim=True))
-        weight_stay = torch.exp(stay.to(f32) - top)
+        stay = stay.to(f32)
+        top = torch.maximum(stay, logits.amax(dim=-1, keepdim=True))
+        weight_stay = torch.exp(stay - top)
         weight = torch.exp(logits - top)  # 0 on empty slots
-        bits = splitmix64(
-            self._dispatch_rng.bits((), self.t, stream=0).view(-1, 1, 1)
-            + self._slot_index[:, :w] * _GOLDEN
-        )
-        u_gumbel, u_geometric = (u.to(f32) for u in _two_uniforms(bits))
-        gumbel = -torch.log(-torch.log(u_gumbel.clamp_min(_U26)))
+        # one draw per order, at position (cell, slot) of its copy's stream of this step
+        row, slot = valid.nonzero(as_tuple=True)
+        at = active[row]
+        base = self._dispatch_rng.bits((), self.t, stream=0)  # one key per copy and step
+        bits = splitmix64(base[at // self.n] + ((at % self.n) * self.max_orders + slot) * _GOLDEN)
+        u_gumbel, u_tries = _two_uniforms(bits)
+        gumbel = torch.zeros(valid.shape, dtype=f32, device=valid.device)
+        gumbel[row, slot] = -torch.log(-torch.log(u_gumbel.clamp_min(_U24)))
+        u_geometric = torch.zeros(valid.shape, dtype=f32, device=valid.device)
+        u_geometric[row, slot] = u_tries
         sorted_key, order = torch.sort(logits + gumbel, dim=-1, descending=True, stable=True)
         sorted_weight = weight.gather(-1, order)
         before = torch.cumsum(sorted_weight, dim=-1) - sorted_weight
         remaining = (weight.sum(dim=-1, keepdim=True) - before).clamp_min(0.0)
         success = remaining / (remaining + weight_stay)
         # draws until a success: 1 + floor(log(1 - u) / log(1 - q)) (q = 1: exactly 1)
-        tries = 1.0 + torch.floor(torch.log1p(-u_geometric) / torch.log1p(-success))
+        u_sorted = u_geometric.gather(-1, order)  # the draw of the order at each position
+        tries = 1.0 + torch.floor(torch.log1p(-u_sorted) / torch.log1p(-success))
         tries = torch.where(success > 0, tries, math.inf)
         take = torch.isfinite(sorted_key) & (torch.cumsum(tries, dim=-1) <= drivers)
-        return torch.zeros_like(valid).scatter(-1, order, take)
+        return take, order
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Any) -> Any:
@@ -729,7 +784,8 @@ class RideHailingEnv(MultiAgentEnv):
         city = idle_f.sum(1, keepdim=True) / orders_f.sum(1, keepdim=True).clamp_min(1.0)
         k = len(CELL_FEATURES)
         obs_dim = k + (len(SLOT_FEATURES) * s if self.slot_features else 0)
-        obs = torch.zeros((e, n, obs_dim), dtype=torch.float32, device=self.device)
+        obs = torch.empty((e, n, obs_dim), dtype=torch.float32, device=self.device)
+        obs[..., k + len(SLOT_FEATURES) * w :] = 0.0  # the empty slots (written once, below)
         cells = obs[..., :k]
         cells[..., 0] = (self.t.to(torch.float32) / self._horizon).unsqueeze(1)
         cells[..., 1] = self._cells.to(torch.float32)
