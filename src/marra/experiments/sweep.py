@@ -337,7 +337,7 @@ def _envs(value: Any) -> tuple[EnvEntry, ...]:
 
 def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
     from marra.envs import EnvError, make
-    from marra.rl import ALGORITHMS, CompatibilityError, check_compatible
+    from marra.rl import ALGORITHMS, CompatibilityError
 
     if value is None:
         raise SpecError('methods: missing; add at least one [[methods]] table with name = "..."')
@@ -433,7 +433,7 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
             options = {**env.options, **env_options}
             try:
                 env_spec = make(env.name, num_envs=1, seed=0, **options).spec
-                check_compatible(config, env_spec)
+                _check_learner(config, env_spec)
             except EnvError as exc:
                 raise SpecError(f"{where}.env_options on {env.label}: {_one_line(exc)}") from None
             except CompatibilityError as exc:
@@ -441,6 +441,24 @@ def _methods(value: Any, envs: Sequence[EnvEntry]) -> tuple[MethodEntry, ...]:
         entries.append(MethodEntry(label=label, train=_jsonable(train), env_options=env_options,
                                    envs=only, seeds=seeds))  # fmt: skip
     return tuple(entries)
+
+
+def _check_learner(config: Any, spec: Any) -> None:
+    """A learner against an environment, before anything runs: the capability flags of
+    ``ALGORITHMS[config.algo]`` for every learner, and :func:`marra.rl.check_compatible` for the
+    PPO family (the rest is checked when the learner is built, at the cell's start)."""
+    from marra.rl import ALGORITHMS, CompatibilityError, PPOConfig, check_compatible
+
+    info = ALGORITHMS[config.algo]
+    kind = spec.action.kind
+    if (kind == "discrete" and not info.discrete) or (kind == "continuous" and not info.continuous):
+        raise CompatibilityError(
+            f"algo {config.algo!r} does not support {kind} actions, which {spec.name} has"
+        )
+    if info.needs_state and spec.state_dim < 1:
+        raise CompatibilityError(f"algo {config.algo!r} needs env.state(); {spec.name} has none")
+    if isinstance(config, PPOConfig):
+        check_compatible(config, spec)
 
 
 def _check_env_options(where: str, env_options: dict[str, Any], envs: Iterable[EnvEntry]) -> None:
