@@ -8,7 +8,15 @@ is reset and its later steps are ignored).
 
 Per episode and method: every metric of ``spec.metrics`` (``info["episode_metrics"]``),
 ``return`` (the undiscounted episode return averaged over agents) and ``team_return`` (its sum
-over agents), plus the episode length ``length``. Results are tidy rows
+over agents), plus the episode length ``length``, and for every environment the equity of the
+episode outcomes ``x`` (``info["episode_outcome"]``, one value per agent; paper 003):
+``mre_normalised`` (H/N, section 3.2.3, tolerance :data:`OUTCOME_TAU`), ``inc_rate`` (Eq. 3),
+``cv`` (Eq. 7a), ``outcome_min`` and ``outcome_max`` (:func:`outcome_metrics`). MRE and CV are
+defined for non-negative outcomes: an episode with a negative outcome (a negative return) gets
+NaN for those three. Where an environment's own metric has one of these names (the hospital's
+``mre_normalised`` is the mean over steps of the coverage MRE), the environment's value keeps
+the name and the outcome-based one is reported as ``outcome_<name>`` (the hospital's
+``outcome_mre_normalised`` is the MRE of the last step's coverage). Results are tidy rows
 ``method,env,seed,episode,metric,value`` and a summary ``{method: {metric: {"mean", "std"}}}``
 (population std over episodes).
 """
@@ -32,14 +40,42 @@ __all__ = [
     "PolicyRunner",
     "BaselineRunner",
     "RESULT_COLUMNS",
+    "OUTCOME_METRICS",
+    "outcome_metrics",
     "write_evaluation",
 ]
 
 RESULT_COLUMNS = ("method", "env", "seed", "episode", "metric", "value")
+#: The outcome-equity metrics every evaluation reports (paper 003), and their tolerance tau.
+OUTCOME_METRICS = ("mre_normalised", "inc_rate", "cv", "outcome_min", "outcome_max")
+OUTCOME_TAU = 0.1
+
+
+def outcome_metrics(outcomes: torch.Tensor, tau: float = OUTCOME_TAU) -> dict[str, torch.Tensor]:
+    """The equity of episode outcomes ``(K, N)`` (one row per episode): ``{name: (K,)}``
+    float64 for :data:`OUTCOME_METRICS`, by :mod:`marra.metrics_torch`; NaN for the MRE, the
+    incidence and the CV of a row with a negative value (they are defined for outcomes >= 0)."""
+    from marra import metrics_torch
+
+    x = outcomes.to(torch.float64)
+    h, _, inc_rate = metrics_torch.mre(x.clamp(min=0.0), tau)
+    negative = (x < 0).any(dim=-1)
+    nan = torch.full_like(h, math.nan)
+    return {
+        "mre_normalised": torch.where(negative, nan, h / x.shape[-1]),
+        "inc_rate": torch.where(negative, nan, inc_rate),
+        "cv": torch.where(negative, nan, metrics_torch.cv(x.clamp(min=0.0))),
+        "outcome_min": x.amin(dim=-1),
+        "outcome_max": x.amax(dim=-1),
+    }
 
 
 class PolicyRunner:
-    """A learned policy as a method: deterministic actions, masks passed through."""
+    """A learned policy as a method: deterministic actions, masks passed through.
+
+    A method is ``start(env)``, ``act(obs) -> actions`` and optionally ``observe(step)``, called
+    with every :class:`~marra.envs.base.Step` (for methods that learn from their own rewards,
+    such as FEN's controller, :class:`marra.rl.fen.FENRunner`)."""
 
     def __init__(self, policy: Any) -> None:
         self.policy = policy
@@ -89,8 +125,11 @@ def _play(env: Any, runner: Any, seed: int) -> dict[str, torch.Tensor]:
     runner.start(env)
     finished = torch.zeros(e, dtype=torch.bool)
     record: dict[str, torch.Tensor] = {}
+    observe = getattr(runner, "observe", None)
     for _ in range(10 * int(env.spec.horizon) + 10):
         step = env.step(runner.act(obs))
+        if observe is not None:
+            observe(step)
         obs = step.obs
         done = (step.terminated | step.truncated).cpu() & ~finished
         if bool(done.any()):
@@ -101,6 +140,9 @@ def _play(env: Any, runner: Any, seed: int) -> dict[str, torch.Tensor]:
                 "team_return": info["episode_return"].cpu().to(torch.float64).sum(-1),
                 "length": info["episode_length"].cpu().to(torch.float64),
             }
+            if "episode_outcome" in info:
+                for key, value in outcome_metrics(info["episode_outcome"].cpu()).items():
+                    values[_outcome_name(key, env.spec.metrics)] = value
             for key, value in values.items():
                 if key not in record:
                     record[key] = torch.full((e,), math.nan, dtype=torch.float64)
@@ -135,7 +177,10 @@ def evaluate(
     try:
         env = make(env_name, num_envs=episodes, seed=seed, device=device, autoreset=True,
                    **dict(options))  # fmt: skip
-        metrics = (*env.spec.metrics, "return", "team_return", "length")
+        metrics = (
+            *env.spec.metrics, "return", "team_return", "length",
+            *(_outcome_name(key, env.spec.metrics) for key in OUTCOME_METRICS),
+        )  # fmt: skip
         result = EvaluationResult(env=env_name, episodes=episodes, seed=seed, metrics=metrics)
         with torch.inference_mode():
             for label, runner in methods.items():
@@ -155,6 +200,11 @@ def evaluate(
     finally:
         torch.set_num_threads(previous)
     return result
+
+
+def _outcome_name(key: str, env_metrics: Sequence[str]) -> str:
+    """``key``, or ``outcome_<key>`` where the environment has a metric of that name."""
+    return f"outcome_{key}" if key in env_metrics else key
 
 
 def write_evaluation(

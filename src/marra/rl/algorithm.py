@@ -149,6 +149,9 @@ class PPOAlgorithm(Algorithm):
             rollout.rewards, rollout.values, rollout.dones, rollout.last_value,
             config.gamma, config.gae_lambda,
         )  # fmt: skip
+        advantages = self.transform_advantages(
+            advantages, rollout, iteration, num_iterations, generator
+        )
         advantages = self.constraint.shape_advantage(advantages, rollout, model)
         stats = ppo_update(model, self.optimizer, rollout, advantages, returns, config, generator)
         constraint_stats = self.constraint.update(iteration)
@@ -164,6 +167,18 @@ class PPOAlgorithm(Algorithm):
             **constraint_stats,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
         }
+
+    def transform_advantages(
+        self,
+        advantages: torch.Tensor,
+        rollout: Rollout,
+        iteration: int,
+        num_iterations: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """A learner's own transform of the GAE advantages, before the constraint shapes them
+        (SOTO's welfare weights, :mod:`marra.rl.soto`); IPPO and MAPPO keep them."""
+        return advantages
 
     def state_dict(self) -> dict[str, Any]:
         return {

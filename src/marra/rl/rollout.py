@@ -84,7 +84,8 @@ class Rollout:
     finished episodes' ``info["episode_outcome"]`` rows ``(k, N)``, one tensor per step at which
     some episode ended, and ``episode_ends``: for each of them ``(t, copies)``, the rollout step
     and the ``(k,)`` copy indices of those rows (constraints such as ELD need to know which steps
-    belong to which episode).
+    belong to which episode); ``final_obs (E, N, obs_dim)``, ``final_state`` and ``final_mask``:
+    what follows the last step (for learners that bootstrap from it with their own critic).
     """
 
     obs: torch.Tensor
@@ -100,6 +101,9 @@ class Rollout:
     episode_outcomes: list[torch.Tensor] = field(default_factory=list)
     infos: dict[str, Any] = field(default_factory=dict)
     episode_ends: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    final_obs: torch.Tensor | None = None
+    final_state: torch.Tensor | None = None
+    final_mask: torch.Tensor | None = None
 
 
 class EpisodeStats:
@@ -225,5 +229,6 @@ def collect_rollout(
     metrics = stats.means()
     return Rollout(
         obs_buf, state_buf, masks, actions, log_probs, values, rewards, dones, last_value,
-        metrics, stats.outcomes, episode_ends=stats.ends,
+        metrics, stats.outcomes, episode_ends=stats.ends, final_obs=obs, final_state=state,
+        final_mask=env.action_mask() if discrete else None,
     )  # fmt: skip
