@@ -279,12 +279,16 @@ MALFORMED = [
     (replace('sharing = "id"', "sharing = 3"), "methods[0] (ippo-id).sharing: expected a string"),
     (replace('sharing = "id"', 'sharing = "most"'), "methods[0] (ippo-id): sharing: unknown"),
     (
-        replace('algo = "ippo"', 'algo = "qmix"'),
-        "methods[0] (ippo-id).algo: unknown algorithm 'qmix'",
+        replace('algo = "ippo"', 'algo = "qmax"'),
+        "methods[0] (ippo-id).algo: unknown algorithm 'qmax'",
     ),
     (
         replace("num_envs = 4", "num_envs = 4.5"),
         "methods[0] (ippo-id).num_envs: expected an integer",
+    ),
+    (
+        replace('algo = "ippo"\nsharing = "id"', 'algo = "maddpg"'),
+        "methods[0] (ippo-id) on envs 'roles': algo 'maddpg' does not support discrete actions",
     ),
     (replace("checkpoint_every = 1", "seed = 3"), "methods[0] (ippo-id).seed: not a method key"),
     (replace('baseline = "random"', 'baseline = "oracle"'), "methods[1] (random).baseline: no"),
