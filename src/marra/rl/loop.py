@@ -306,16 +306,38 @@ def _upgrade_config(values: dict[str, Any]) -> dict[str, Any]:
 
 def build_algorithm(spec: Any, config: Any, constraint: Constraint | None = None) -> Algorithm:
     """The learner ``config.algo`` names, for an environment with ``spec``: the registered
-    ``builder`` of :data:`~marra.rl.config.ALGORITHMS`, or the PPO family."""
+    ``builder`` of :data:`~marra.rl.config.ALGORITHMS`, or the PPO family. Without
+    ``constraint``, the one ``config.equity`` names (:func:`marra.rl.eld.make_constraint`).
+
+    Raises:
+        CompatibilityError: a constraint for a learner that takes none.
+        ValueError: a constraint given both here and by ``config.equity``.
+    """
+    from .eld import make_constraint
+    from .ppo import CompatibilityError
+
+    if constraint is None:
+        constraint = make_constraint(config, spec)
+    elif getattr(config, "equity", "none") != "none":
+        raise ValueError(
+            f"constraint: given as an argument and as equity={config.equity!r}; choose one"
+        )
     info = ALGORITHMS.get(config.algo)
     builder = getattr(info, "builder", None)
     if builder is not None:
-        return builder(spec, config, constraint)
-    return PPOAlgorithm(spec, config, constraint)
+        algorithm = builder(spec, config, constraint)
+    else:
+        algorithm = PPOAlgorithm(spec, config, constraint)
+    if constraint is not None and getattr(algorithm, "constraint", None) is not constraint:
+        raise CompatibilityError(
+            f"algo {config.algo!r} takes no constraint on its advantages ({constraint.name} "
+            "needs a policy-gradient learner)"
+        )
+    return algorithm
 
 
 def _remove_run_files(out_dir: Path) -> None:
-    for name in (CHECKPOINT_NAME, POLICY_NAME, LOG_NAME):
+    for name in (CHECKPOINT_NAME, POLICY_NAME, LOG_NAME, GROUPS_NAME):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
 
