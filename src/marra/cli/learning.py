@@ -276,9 +276,45 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="start afresh even if --out holds a run")
     ] = False,
+    equity: Annotated[
+        str | None,
+        typer.Option(help="equity constraint on the advantages: none or eld (paper 003) [none]"),
+    ] = None,
+    equity_tau: Annotated[
+        float | None, typer.Option(help="ELD: tolerance band tau of the excess [0.1]")
+    ] = None,
+    equity_budget: Annotated[
+        float | None,
+        typer.Option(metavar="EPS", help="ELD: budget of E[H/N], in outcome units [0]"),
+    ] = None,
+    dual_lr: Annotated[
+        float | None, typer.Option(metavar="ETA", help="ELD: step size of the dual ascent [1]")
+    ] = None,
+    dual_every: Annotated[
+        int | None, typer.Option(metavar="K", help="ELD: finished episodes per dual step [16]")
+    ] = None,
+    lambda_max: Annotated[
+        float | None, typer.Option(help="ELD: cap of the dual variable lambda [12]")
+    ] = None,
+    equity_alpha: Annotated[
+        float | None,
+        typer.Option(metavar="A", help="ELD: weight in [0, 1] of the centred identity term [0]"),
+    ] = None,
+    equity_form: Annotated[
+        str | None,
+        typer.Option(help="ELD: fd (per-agent), ctde (team cost) or auto (by the critic) [auto]"),
+    ] = None,
+    algo_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="a setting of the learner's config (repeat), e.g. welfare=alpha for soto",
+        ),
+    ] = None,
 ) -> None:
-    """Train a learner (IPPO, MAPPO, IQL, VDN, QMIX, WQMIX, MADDPG) with a sharing scheme on
-    any environment; write policy.pt.
+    """Train a learner (IPPO, MAPPO, COMA, FEN, SOTO, IQL, VDN, QMIX, WQMIX, MADDPG) with a
+    sharing scheme on any environment, optionally under the ELD equity constraint
+    (--equity eld); write policy.pt.
 
     Without --env it trains paper 000's hospital agent (MAPPO, full sharing); --scenario,
     --hospitals, --network, --budget, --reward-terms and --horizon are shortcuts for the
@@ -319,9 +355,16 @@ def train(
             scenario=scenario, hospitals=hospitals, network_file=network_file, budget=budget,
             reward_terms=reward_terms, horizon=horizon, options=options,
         )  # fmt: skip
+    equity_settings = {
+        "equity": equity, "equity_tau": equity_tau, "equity_budget": equity_budget,
+        "dual_lr": dual_lr, "dual_every": dual_every, "lambda_max": lambda_max,
+        "equity_alpha": equity_alpha, "equity_form": equity_form,
+    }  # fmt: skip
+    extra = _learner_settings(algo, equity_settings, algo_option)
     result = _run_training(
         env_name, options, algo=algo, sharing=sharing, critic=critic, steps=steps, seed=seed,
         num_envs=num_envs, device=device, out=out, resume=resume, overwrite=overwrite,
+        extra=extra,
     )  # fmt: skip
     final = result.final
     metric = next(iter(result.agent_metric_names), "return")
@@ -358,14 +401,15 @@ def _run_training(env_name: str, options: dict[str, Any], **settings: Any) -> An
     out = settings["out"]
     # each learner's own config class (PPOConfig for the PPO family)
     config_cls = getattr(ALGORITHMS[settings["algo"]], "config_cls", None) or PPOConfig
-    fields = {"critic": settings["critic"]} if config_cls is PPOConfig else {}
-    if config_cls is not PPOConfig and settings["critic"] != "auto":
-        raise _fail(f"--critic: is for ippo and mappo only, not --algo {settings['algo']}")
+    has_critic = issubclass(config_cls, PPOConfig)  # the PPO family and its transforms
+    fields = {"critic": settings["critic"]} if has_critic else {}
+    if not has_critic and settings["critic"] != "auto":
+        raise _fail(f"--critic: is for the PPO family only, not --algo {settings['algo']}")
     try:
         config = config_cls(
             algo=settings["algo"], sharing=settings["sharing"], **fields,
             total_steps=settings["steps"], seed=settings["seed"], num_envs=settings["num_envs"],
-            device=settings["device"],
+            device=settings["device"], **settings.get("extra", {}),
         )  # fmt: skip
         result = run_training(
             config, options, env=env_name, out_dir=out, resume=settings["resume"],
@@ -386,9 +430,88 @@ def _run_training(env_name: str, options: dict[str, Any], **settings: Any) -> An
     except EnvError as exc:
         raise _fail(_env_error(env_name, str(exc))) from None
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_flag_message(str(exc), settings.get("extra", {}))) from None
     result.agent_metric_names = _metric_names(env_name, options)
     return result
+
+
+#: ``marra train`` flags of config fields (their errors name the flag).
+EQUITY_FLAGS = {
+    "equity": "--equity", "equity_tau": "--equity-tau", "equity_budget": "--equity-budget",
+    "dual_lr": "--dual-lr", "dual_every": "--dual-every", "lambda_max": "--lambda-max",
+    "equity_alpha": "--equity-alpha", "equity_form": "--equity-form",
+}  # fmt: skip
+#: config fields that ``marra train`` sets with its own flags (not through --algo-option)
+_OWN_FLAGS = {
+    "algo": "--algo", "sharing": "--sharing", "critic": "--critic", "total_steps": "--steps",
+    "seed": "--seed", "num_envs": "--num-envs", "device": "--device", **EQUITY_FLAGS,
+}  # fmt: skip
+
+
+def _flag_message(message: str, extra: dict[str, Any]) -> str:
+    """A config error naming the flag that set the field (``equity_tau: ...`` ->
+    ``--equity-tau: ...``, ``welfare: ...`` -> ``--algo-option welfare: ...``)."""
+    field = message.split(":", 1)[0].strip()
+    if field in EQUITY_FLAGS:
+        return EQUITY_FLAGS[field] + message[len(field) :]
+    if field in extra:
+        return f"--algo-option {message}"
+    return message
+
+
+def _learner_settings(algo: str, equity: dict[str, Any], pairs: list[str] | None) -> dict[str, Any]:
+    """Config fields from the ELD flags (only those given) and ``--algo-option KEY=VALUE``
+    pairs, typed by the learner's config class (exit 2, one line, on a bad one)."""
+    import dataclasses
+
+    from marra.rl import ALGORITHMS, PPOConfig
+
+    config_cls = getattr(ALGORITHMS[algo], "config_cls", None) or PPOConfig
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    settings = {k: v for k, v in equity.items() if v is not None}
+    if settings and "equity" not in fields:
+        raise _fail(f"{EQUITY_FLAGS[next(iter(settings))]}: --algo {algo} takes no constraint")
+    if settings and settings.get("equity", "none") == "none" and set(settings) != {"equity"}:
+        flag = EQUITY_FLAGS[next(k for k in settings if k != "equity")]
+        raise _fail(f"{flag}: is an ELD setting; add --equity eld")
+    for text in pairs or []:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _fail(f"--algo-option: expected KEY=VALUE, got {text!r}")
+        if key in _OWN_FLAGS:
+            raise _fail(f"--algo-option {key}: set it with {_OWN_FLAGS[key]}")
+        if key not in fields:
+            names = ", ".join(k for k in fields if k not in _OWN_FLAGS)
+            raise _fail(
+                f"--algo-option {key}: not a setting of --algo {algo}; its settings: {names}"
+            )
+        if key in settings:
+            raise _fail(f"--algo-option {key}: given twice")
+        settings[key] = _typed(key, value.strip(), str(fields[key].type))
+    return settings
+
+
+def _typed(key: str, value: str, annotation: str) -> Any:
+    """``value`` as the type a config field's annotation names (bool, int, float, tuples of
+    ints, None where allowed, else the string)."""
+    if "None" in annotation and value.lower() == "none":
+        return None
+    try:
+        if annotation.startswith("bool"):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if annotation.startswith("tuple"):
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        if annotation.startswith("int"):
+            return int(value)
+        if annotation.startswith("float"):
+            return float(value)
+    except ValueError:
+        kind = annotation.split("|")[0].split("[")[0].strip()
+        raise _fail(f"--algo-option {key}: expected {kind}, got {value!r}") from None
+    return value
 
 
 #: The hospital's options and the shortcut flags that set them.
@@ -512,6 +635,13 @@ def evaluate(
                 "'full' sharing runs on another number of agents)"
             )
         methods["policy"] = PolicyRunner(loaded)
+        if loaded.algorithm == "fen":  # the whole hierarchy, from the run's checkpoint
+            from marra.rl.fen import load_fen_runner
+
+            try:
+                methods["policy"] = load_fen_runner(policy, seed=seed)  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
     for name in dict.fromkeys(names):
         methods[name] = BaselineRunner(name, seed=seed)
     if not methods:

@@ -20,9 +20,11 @@ Public API:
   ``maddpg`` (:mod:`marra.rl.maddpg`).
 """
 
+from . import coma, fen, soto  # noqa: F401  (register the learners)
 from .algorithm import Algorithm, Constraint, PPOAlgorithm
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ALGORITHMS, PPOConfig
+from .eld import ELD
 from .evaluation import evaluate_policy
 from .loop import MemoryEstimateError, RunExistsError, TrainResult, build_algorithm, train
 from .maddpg import MADDPG, MADDPGConfig
@@ -55,6 +57,7 @@ __all__ = [
     "Algorithm",
     "PPOAlgorithm",
     "Constraint",
+    "ELD",
     "check_compatible",
     "CompatibilityError",
     "train",

@@ -277,6 +277,17 @@ class FENModel(nn.Module):
         self.controller = controller
         self.policy_sharing = sharing
 
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Each part through :meth:`ActorCritic.load_state_dict` (which restores the sharing
+        groups its ``state_dict`` adds)."""
+        for name in ("bank", "controller"):
+            prefix = f"{name}."
+            part = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            getattr(self, name).load_state_dict(part, strict=strict, assign=assign)
+        rest = sorted(k for k in state_dict if not k.startswith(("bank.", "controller.")))
+        if strict and rest:
+            raise RuntimeError(f"FENModel: unexpected key(s) in state_dict: {rest}")
+
     @property
     def actor(self) -> Actor:
         return self.bank.actor.bank  # type: ignore[return-value]
