@@ -337,7 +337,7 @@ def build_algorithm(spec: Any, config: Any, constraint: Constraint | None = None
 
 
 def _remove_run_files(out_dir: Path) -> None:
-    for name in (CHECKPOINT_NAME, POLICY_NAME, LOG_NAME, GROUPS_NAME):
+    for name in (CHECKPOINT_NAME, POLICY_NAME, LOG_NAME):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
 
