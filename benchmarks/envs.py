@@ -31,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -232,6 +233,34 @@ def _ride_hailing_table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"public simulator: {peer['source']}: {peer['wall_seconds']:.2f} s per day{cpu}")
     return "\n".join(lines)
+
+
+def _delegate(script: str, args: argparse.Namespace, quick_flags: list[str]) -> dict[str, Any]:
+    """Run another environment's benchmark script (its own options and tables) in a
+    subprocess of this run and return the JSON it writes."""
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="marra-envs-") as tmp:
+        out = Path(tmp) / "report.json"
+        command = [sys.executable, str(here / script), "--out", str(out)]
+        command += quick_flags if args.quick else []
+        subprocess.run(command, check=True, cwd=here.parent)
+        report = json.loads(out.read_text())
+    report.setdefault("meta", {})
+    return report
+
+
+@benchmark("vaccine")
+def vaccine(args: argparse.Namespace) -> dict[str, Any]:
+    """vaccine, 100 regions: env-steps/s at 1, 64 and 1,024 copies against one copy
+    (benchmarks/envs_vaccine.py)."""
+    return _delegate("envs_vaccine.py", args, ["--quick"])
+
+
+@benchmark("lbf-rware")
+def lbf_rware(args: argparse.Namespace) -> dict[str, Any]:
+    """lbf and rware adapters with 1 and 2 worker processes against one package instance
+    stepped directly (benchmarks/envs_external.py)."""
+    return _delegate("envs_external.py", args, ["--quick"])
 
 
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {"ride-hailing": _ride_hailing_table}
