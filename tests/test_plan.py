@@ -1,4 +1,5 @@
-"""Tests for the transfer plan (``marra.strategies.transfer_plan``).
+"""Tests for the transfer plan (``marra.strategies.transfer_plan``) and its transport solvers
+(``marra.hospital.strategies.transport``).
 
 Allocations are built directly (random conserving moves), never by the allocators, so these tests
 pin down the plan alone.
@@ -20,22 +21,31 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linprog
-
-from marra.network import HospitalNetwork, default_network, generate_network
-from marra.strategies import allocate
 from marra.strategies.transfer_plan import (
     EARTH_RADIUS_KM,
     Plan,
     _integral_flows,
     _largest_first,
-    _SimplexGaveUp,
-    _transport_simplex,
-    _tree_potentials,
     haversine_km,
     plan,
     write_plan_csv,
 )
+from scipy.optimize import linprog
+
+from marra.hospital.strategies import transport as transport_module
+from marra.hospital.strategies.transport import (
+    _BoxTree,
+    _lower_bound,
+    _SimplexGaveUp,
+    _tame,
+    _transport_simplex,
+    _tree_potentials,
+    _violations,
+    sparse_transport,
+    unit_vectors,
+)
+from marra.network import HospitalNetwork, default_network, generate_network
+from marra.strategies import allocate
 
 # the module itself, for its private helpers
 plan_module = importlib.import_module("marra.strategies.transfer_plan")
@@ -230,20 +240,27 @@ def test_largest_first_matches_a_naive_reference(case):
     assert _triples(result) == sorted(_naive_largest_first(allocation - network.current))
 
 
-@settings(deadline=None, max_examples=150)
-@given(st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True, max_n=30)))
-def test_sparse_transport_lies_between_the_optimum_and_largest_first(case):
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True, max_n=40)))
+def test_sparse_transport_is_the_exact_optimum_with_its_certificate(case):
     network, allocation = case
-    with mock.patch.object(plan_module, "SPARSE_NEIGHBOURS", 2):
+    # a dense level of at most 4 pairs: even these small plans go through the whole hierarchy
+    # (coarsening, refinement, tamed duals, the dual check and column generation)
+    with mock.patch.object(transport_module, "_DENSE_LEVEL_CELLS", 4):
         sparse = plan(network, allocation, method="sparse-transport")
     _check_plan_invariants(network, allocation, sparse)
     assert sparse.method == "sparse-transport"
     scale = max(1.0, float(np.max(allocation)))
     np.testing.assert_allclose(sparse.apply(network.current), allocation, atol=1e-9 * scale)
-    best = plan(network, allocation, method="transport").total_distance_km
-    greedy = plan(network, allocation, method="largest-first").total_distance_km
-    assert best * (1 - 1e-9) - 1e-9 <= sparse.total_distance_km
-    assert sparse.total_distance_km <= greedy * (1 + 1e-9) + 1e-9
+    best = plan(network, allocation, method="transport")
+    assert sparse.total_distance_km == pytest.approx(
+        best.total_distance_km, rel=1e-9, abs=1e-6 + 1e-9 * scale
+    )
+    # the certificate: within 1e-7 km per staff moved (plus rounding) of the optimum
+    assert sparse.optimality_gap_km <= 1e-7 * sparse.total_moved + 1e-9 * (
+        1.0 + sparse.total_distance_km
+    )
+    assert best.optimality_gap_km <= 1e-6 * (1.0 + best.total_distance_km)
 
 
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -415,7 +432,7 @@ def test_haversine_agrees_with_the_dot_product_formula():
     rng = np.random.default_rng(0)
     p = np.column_stack([rng.uniform(-89, 89, 500), rng.uniform(-180, 180, 500)])
     q = np.column_stack([rng.uniform(-89, 89, 500), rng.uniform(-180, 180, 500)])
-    unit = plan_module._unit_vectors
+    unit = unit_vectors
     cosine = np.clip(np.sum(unit(p) * unit(q), axis=1), -1.0, 1.0)
     np.testing.assert_allclose(haversine_km(p, q), EARTH_RADIUS_KM * np.arccos(cosine), atol=1e-3)
     np.testing.assert_allclose(haversine_km(p, q), haversine_km(q, p), rtol=1e-12)
@@ -476,7 +493,7 @@ def transport_problems(draw, *, min_side: int = 1, max_side: int = 15):
 
 
 def _pot_cost(cost, supply, demand) -> float:
-    ot = plan_module._import_pot()
+    ot = transport_module.import_pot()
     return float(np.sum(ot.emd(supply, demand, cost, numItermax=10**8) * cost))
 
 
@@ -607,7 +624,7 @@ def test_default_network_is_planned_by_numpy_in_milliseconds():
     network = default_network()
     allocation = allocate(network, "qp")
     # POT must not be touched: the numpy solver handles this size
-    with mock.patch.object(plan_module, "_emd", side_effect=AssertionError("POT was used")):
+    with mock.patch.object(transport_module, "_emd", side_effect=AssertionError("POT was used")):
         result = plan(network, allocation)
         elapsed = min(_timed(plan, network, allocation) for _ in range(3))
     assert result.method == "transport"
@@ -623,13 +640,13 @@ def test_large_dense_plans_go_to_pot_and_a_stalled_simplex_falls_back_to_it():
     allocation = _rounded_targets(network)
     exact = plan(network, allocation).total_distance_km
     calls = []
-    real_emd = plan_module._emd
+    real_emd = plan_module.dense_emd
 
     def counting_emd(*args):
         calls.append(1)
         return real_emd(*args)
 
-    with mock.patch.object(plan_module, "_emd", counting_emd):
+    with mock.patch.object(plan_module, "dense_emd", counting_emd):
         with mock.patch.object(plan_module, "_NUMPY_TRANSPORT_CELLS", 1):
             above = plan(network, allocation)
         assert len(calls) == 1
@@ -686,17 +703,24 @@ def _rounded_targets(network: HospitalNetwork) -> np.ndarray:
     return allocation
 
 
-def test_auto_switches_to_sparse_transport_above_the_cell_limit():
+def test_transport_above_the_dense_limit_is_solved_sparsely_and_exactly():
     network = generate_network(60, seed=1)
     allocation = _rounded_targets(network)
-    with mock.patch.object(plan_module, "MAX_TRANSPORT_CELLS", 10):
-        result = plan(network, allocation)
-        assert result.method == "sparse-transport"
-        with pytest.raises(ValueError, match=r"method: 'transport'.*MAX_TRANSPORT_CELLS"):
-            plan(network, allocation, method="transport")
+    dense = plan(network, allocation)
+    calls = []
+    real = plan_module.sparse_transport
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with mock.patch.object(plan_module, "DENSE_TRANSPORT_CELLS", 10):
+        with mock.patch.object(plan_module, "sparse_transport", counting):
+            result = plan(network, allocation)
+    assert calls == [1]
+    assert result.method == "transport"
     assert np.array_equal(result.apply(network.current), allocation)
-    exact = plan(network, allocation, method="transport")
-    assert exact.total_distance_km <= result.total_distance_km * (1 + 1e-12)
+    assert result.total_distance_km == pytest.approx(dense.total_distance_km, rel=1e-12)
 
 
 def test_plan_for_a_thousand_hospitals_is_fast_and_matches_pot():
@@ -797,3 +821,141 @@ def test_plan_rejects_inconsistent_transfers():
         result.counts = np.array([1.0])  # type: ignore[misc]
     with pytest.raises(ValueError):
         result.counts[0] = 5.0  # read-only array
+
+
+# ---------------------------------------------------------------------- sparse exact solver
+def _random_points(rng, count: int) -> np.ndarray:
+    return np.column_stack([rng.uniform(50.0, 58.0, count), rng.uniform(-5.5, 1.5, count)])
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_dual_check_finds_exactly_the_violated_pairs(senders, receivers, seed):
+    rng = np.random.default_rng(seed)
+    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
+    x, y = unit_vectors(origin), unit_vectors(destination)
+    cost = haversine_km(origin[:, None, :], destination[None, :, :])
+    # potentials near the costs, so that some pairs are violated and others are not
+    u = rng.uniform(-50.0, 150.0, senders)
+    v = rng.uniform(-50.0, 50.0, receivers)
+
+    def pair_cost(rows, cols):
+        return haversine_km(origin[rows], destination[cols])
+
+    tree = _BoxTree(y, leaf=2)
+    rows, cols, reduced = _violations(tree, x, u, v, pair_cost)
+    expected = np.argwhere(cost - u[:, None] - v[None, :] < -transport_module._DUAL_TOL)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(
+        map(tuple, expected.tolist())
+    )
+    np.testing.assert_allclose(reduced, cost[rows, cols] - u[rows] - v[cols], atol=1e-9)
+    # the lower bound repairs the violations: it never exceeds the true optimum
+    supply = rng.integers(1, 9, senders).astype(float)
+    demand = rng.integers(1, 9, receivers).astype(float)
+    demand[-1] += supply.sum() - demand.sum()
+    if demand[-1] <= 0:
+        return
+    optimum = _pot_cost(cost, supply, demand)
+    assert _lower_bound(supply, demand, u, v, cols, reduced) <= optimum + 1e-9 * optimum
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(2, 30), st.integers(2, 30), st.integers(0, 2**32 - 1))
+def test_tamed_potentials_stay_optimal_for_the_restricted_problem(senders, receivers, seed):
+    rng = np.random.default_rng(seed)
+    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
+    supply = rng.integers(1, 9, senders).astype(float)
+    demand = rng.integers(1, 9, receivers).astype(float)
+    demand[-1] += supply.sum() - demand.sum()
+    if demand[-1] <= 0:
+        return
+    cost = haversine_km(origin[:, None, :], destination[None, :, :])
+    # a sparse candidate set that is feasible: a largest-first plan plus random pairs
+    lf_rows, lf_cols, _ = _largest_first(supply, demand, 0.0)
+    extra = rng.integers(0, senders * receivers, 3 * (senders + receivers))
+    keys = np.unique(np.concatenate([lf_rows * receivers + lf_cols, extra]))
+    rows, cols = keys // receivers, keys % receivers
+    flow_rows, flow_cols, flows, u, v = transport_module._sparse_emd(
+        supply, demand, rows, cols, cost[rows, cols]
+    )
+    reference = rng.normal(0.0, 300.0, senders + receivers)
+    candidates = (rows, cols, cost[rows, cols])
+    tu, tv = _tame((senders, receivers), candidates, (flow_rows, flow_cols), u, v, reference)
+    reduced = cost[rows, cols] - tu[rows] - tv[cols]
+    assert reduced.min() >= -1e-7
+    on_flows = cost[flow_rows, flow_cols] - tu[flow_rows] - tv[flow_cols]
+    np.testing.assert_allclose(on_flows, 0.0, atol=1e-7)
+    # same objective by duality on the restricted problem
+    restricted = float(np.dot(cost[flow_rows, flow_cols], flows))
+    assert float(supply @ tu + demand @ tv) == pytest.approx(restricted, rel=1e-9, abs=1e-6)
+
+
+def test_sparse_plan_of_three_thousand_hospitals_equals_the_dense_optimum():
+    network = generate_network(3000, seed=11)
+    allocation = allocate(network, "qp")
+    messages: list[str] = []
+    sparse = plan(network, allocation, method="sparse-transport", progress=messages.append)
+    dense = plan(network, allocation, method="transport")  # 1,500 x 1,500: dense POT
+    assert dense.method == "transport" and sparse.method == "sparse-transport"
+    assert np.array_equal(sparse.apply(network.current), allocation)
+    assert sparse.total_distance_km == pytest.approx(dense.total_distance_km, rel=1e-10)
+    assert sparse.optimality_gap_km <= 1e-7 * sparse.total_moved + 1e-6
+    # progress: one line per restricted solve, ending with the proof of optimality
+    assert messages and all(m.startswith("transport plan:") for m in messages)
+    assert "0 pairs to add" in messages[-1]
+
+
+def test_a_time_limit_returns_a_feasible_plan_with_an_honest_gap():
+    network = generate_network(3000, seed=11)
+    allocation = allocate(network, "qp")
+    optimum = plan(network, allocation, method="transport").total_distance_km
+    rushed = plan(network, allocation, method="sparse-transport", time_limit=1e-9)
+    assert np.array_equal(rushed.apply(network.current), allocation)
+    excess = rushed.total_distance_km - optimum
+    assert rushed.optimality_gap_km >= excess - 1e-6  # the stated gap covers the true one
+    with pytest.raises(ValueError, match="time_limit"):
+        plan(network, allocation, time_limit=0)
+
+
+def test_sparse_solver_is_quiet_by_default_and_reports_levels(capsys):
+    rng = np.random.default_rng(4)
+    origin, destination = _random_points(rng, 700), _random_points(rng, 800)
+    supply = rng.integers(1, 9, 700).astype(float)
+    demand = rng.integers(1, 9, 800).astype(float)
+    demand *= supply.sum() / demand.sum()
+    result = sparse_transport(origin, destination, supply, demand)
+    assert capsys.readouterr() == ("", "")
+    assert result.levels >= 2 and result.rounds >= 1
+    cost = haversine_km(origin[:, None, :], destination[None, :, :])
+    assert result.cost_km == pytest.approx(_pot_cost(cost, supply, demand), rel=1e-9)
+    assert 0.0 <= result.gap_km <= 1e-7 * supply.sum() + 1e-6
+
+
+def test_plan_gap_is_validated_and_shown():
+    names = ("A", "B")
+    with pytest.raises(ValueError, match="optimality_gap_km: needs distance_km"):
+        Plan(senders=[0], receivers=[1], counts=[1.0], names=names, optimality_gap_km=0.0)
+    with pytest.raises(ValueError, match="optimality_gap_km: must be finite"):
+        Plan(
+            senders=[0],
+            receivers=[1],
+            counts=[1.0],
+            names=names,
+            distance_km=[2.0],
+            method="transport",
+            optimality_gap_km=-1.0,
+        )
+    shown = Plan(
+        senders=[0],
+        receivers=[1],
+        counts=[1.0],
+        names=names,
+        distance_km=[2.0],
+        method="transport",
+        optimality_gap_km=0.5,
+    )
+    assert "optimality_gap_km=0.5" in repr(shown)
+    network = generate_network(30, seed=2)
+    allocation = _rounded_targets(network)
+    assert plan(network, allocation, method="largest-first").optimality_gap_km is None
+    assert plan(network, allocation).optimality_gap_km <= 1e-6
