@@ -38,6 +38,16 @@ repeat of a fast call times several calls together, at least 10 ms; see :func:`t
    and ``"largest-first"``. The first transport call imports POT; its cost (first call minus the
    warm median) is reported separately.
 
+4. **Transfer plans at scale.** The exact minimum-distance plan at ``--large-plan-sizes``
+   (1,000, 10,000, 100,000 hospitals with coordinates; integer QP allocation): the sparse solver
+   (``method="sparse-transport"``, column generation with a dual certificate over all pairs),
+   against, in the same run, the dense exact path (POT's network simplex on the whole cost
+   matrix, what ``"transport"`` used up to 4,000,000 pairs; run where the matrix has at most
+   ``--dense-max-cells`` pairs) and the old near-optimal sparse path (32 nearest receivers per
+   sender and senders per receiver plus the largest-first pairs, one POT solve, no certificate;
+   the code it replaced, kept here as :func:`old_sparse_plan`). Reported: seconds, staff-km,
+   the certified gap, the difference to the dense optimum, and time ratios.
+
 cvxpy is a benchmark-only dependency: without it (or with ``--no-cvxpy``) the cvxpy columns of
 part 2 stay empty, with a note in the table and the JSON (``cvxpy_note``). The machine may be
 shared, so ``min`` is stored next to every median and the load average before and after the run
@@ -48,6 +58,7 @@ Usage::
     python benchmarks/strategies.py                # n = 150 ... 1,000,000, writes the JSON
     python benchmarks/strategies.py --quick        # n <= 10,000, fewer repeats (< 1 minute)
     python benchmarks/strategies.py --markdown     # also print the tables as Markdown
+    python benchmarks/strategies.py --only-large-plans --markdown  # part 4 alone, merged into --out
 """
 
 from __future__ import annotations
@@ -69,11 +80,15 @@ from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import scipy
 
-from marra.network import HospitalNetwork, atomic_write_text, generate_network
+from marra._io import atomic_write_text
+from marra.hospital.strategies import transfer_plan as plan_module
+from marra.hospital.strategies.transport import import_pot, unit_vectors
+from marra.network import HospitalNetwork, generate_network
 from marra.strategies import STRATEGIES, allocate, plan, water_fill
 
 BUDGETED = ("qp", "nwo")
@@ -489,6 +504,114 @@ def bench_plans(args: argparse.Namespace) -> dict[str, Any]:
     return {"pot_import_s": pot_import_s, "pot_preloaded": pot_preloaded, "rows": rows}
 
 
+# ---------------------------------------------------------------------- 4. plans at scale
+def old_sparse_plan(network: HospitalNetwork, allocation: np.ndarray) -> float:
+    """Staff-km of the plan the old ``"sparse-transport"`` made (the code this benchmark's
+    sparse solver replaced): the transport problem restricted to each sender's 32 nearest
+    receivers, each receiver's 32 nearest senders and the largest-first pairs, one POT solve."""
+    import scipy.sparse
+    from scipy.spatial import cKDTree
+
+    change = allocation - network.current
+    senders, receivers = np.flatnonzero(change < 0), np.flatnonzero(change > 0)
+    supply, demand = -change[senders], change[receivers]
+    coords = network.coords
+    assert coords is not None
+    origin, destination = coords[senders], coords[receivers]
+    s, r = senders.size, receivers.size
+    k_take, k_send = min(32, r), min(32, s)
+    _, near_take = cKDTree(unit_vectors(destination)).query(unit_vectors(origin), k=k_take)
+    _, near_send = cKDTree(unit_vectors(origin)).query(unit_vectors(destination), k=k_send)
+    lf_rows, lf_cols, _ = plan_module._largest_first(supply, demand, 0.0)
+    rows = np.concatenate([np.repeat(np.arange(s), k_take), np.ravel(near_send), lf_rows])
+    cols = np.concatenate([np.ravel(near_take), np.repeat(np.arange(r), k_send), lf_cols])
+    keys = np.unique(rows.astype(np.int64) * r + cols.astype(np.int64))
+    rows, cols = keys // r, keys % r
+    cost = plan_module.haversine_km(origin[rows], destination[cols])
+    matrix = scipy.sparse.coo_array((cost, (rows, cols)), shape=(s, r))
+    flows = import_pot().emd(supply, demand, matrix, numItermax=10**9).tocoo()
+    return float(
+        np.dot(flows.data, plan_module.haversine_km(origin[flows.row], destination[flows.col]))
+    )
+
+
+#: CPU seconds of the last :func:`_timed_once` call (this process; on a shared machine the wall
+#: time also holds the waits for a core, the CPU time does not).
+_LAST_CPU = [0.0]
+
+
+def _timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start, cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    _LAST_CPU[0] = time.process_time() - cpu
+    return time.perf_counter() - start, value
+
+
+def bench_large_plans(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The exact sparse plan against the dense exact path and the old sparse path."""
+    import_pot()  # every path below uses POT: its import is timed by part 3, not here
+    rows = []
+    for n in args.large_plan_sizes:
+        network = generate_network(n, seed=args.seed)
+        allocation = allocate(network, "qp")
+        change = allocation - network.current
+        s, r = int(np.sum(change < 0)), int(np.sum(change > 0))
+        repeats = 3 if n <= 10_000 else 1
+        row: dict[str, Any] = {"n": n, "senders": s, "receivers": r, "repeats": repeats}
+        times, cpus, result = [], [], None
+        for _ in range(repeats):
+            elapsed, result = _timed_once(
+                partial(plan, network, allocation, method="sparse-transport")
+            )
+            times.append(elapsed)
+            cpus.append(_LAST_CPU[0])
+        assert result is not None
+        row.update(
+            sparse_s=statistics.median(times),
+            sparse_min_s=min(times),
+            sparse_cpu_s=statistics.median(cpus),
+            distance_km=result.total_distance_km,
+            gap_km=result.optimality_gap_km,
+            transfers=len(result),
+            moved=result.total_moved,
+        )
+        if s * r <= args.dense_max_cells:
+            times, cpus = [], []
+            for _ in range(repeats):
+                with mock.patch.object(plan_module, "DENSE_TRANSPORT_CELLS", s * r):
+                    elapsed, dense = _timed_once(partial(plan, network, allocation))
+                times.append(elapsed)
+                cpus.append(_LAST_CPU[0])
+            row.update(
+                dense_s=statistics.median(times),
+                dense_cpu_s=statistics.median(cpus),
+                dense_km=dense.total_distance_km,
+                sparse_minus_dense_rel=(result.total_distance_km - dense.total_distance_km)
+                / dense.total_distance_km,
+            )
+        else:
+            row.update(dense_s=None, dense_cpu_s=None, dense_km=None, sparse_minus_dense_rel=None)
+        times, cpus = [], []
+        for _ in range(repeats):
+            elapsed, old_km = _timed_once(partial(old_sparse_plan, network, allocation))
+            times.append(elapsed)
+            cpus.append(_LAST_CPU[0])
+        row.update(
+            old_sparse_s=statistics.median(times),
+            old_sparse_cpu_s=statistics.median(cpus),
+            old_sparse_km=old_km,
+            old_sparse_excess_rel=(old_km - result.total_distance_km) / result.total_distance_km,
+        )
+        rows.append(row)
+        dense_text = "-" if row["dense_s"] is None else f"{row['dense_s']:.2f} s"
+        print(
+            f"large plan n={n:,}: sparse {row['sparse_s']:.2f} s, dense {dense_text}, "
+            f"old sparse {row['old_sparse_s']:.2f} s",
+            flush=True,
+        )
+    return rows
+
+
 # ---------------------------------------------------------------------- output
 def _ms(seconds: float | None) -> str:
     if seconds is None:
@@ -617,14 +740,52 @@ def plan_table(report: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]
     return title, headers, table
 
 
+def large_plan_table(report: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    headers = [
+        "n",
+        "senders x receivers",
+        "sparse exact (s)",
+        "cpu (s)",
+        "staff-km",
+        "certified gap (km)",
+        "dense exact (s / cpu)",
+        "sparse - dense",
+        "dense / sparse (cpu)",
+        "old sparse (s / cpu)",
+        "old sparse excess",
+        "old sparse / sparse (cpu)",
+    ]
+    table = []
+    for r in report.get("large_plans", []):
+        dense = r["dense_s"]
+        table.append(
+            [
+                f"{r['n']:,}",
+                f"{r['senders']:,} x {r['receivers']:,}",
+                f"{r['sparse_s']:.2f}",
+                f"{r['sparse_cpu_s']:.2f}",
+                f"{r['distance_km']:,.1f}",
+                f"{r['gap_km']:.2g}",
+                "" if dense is None else f"{dense:.2f} / {r['dense_cpu_s']:.2f}",
+                "" if dense is None else f"{r['sparse_minus_dense_rel']:.1e}",
+                "" if dense is None else f"{r['dense_cpu_s'] / r['sparse_cpu_s']:.2f}x",
+                f"{r['old_sparse_s']:.2f} / {r['old_sparse_cpu_s']:.2f}",
+                f"+{100 * r['old_sparse_excess_rel']:.2f}%",
+                f"{r['old_sparse_cpu_s'] / r['sparse_cpu_s']:.2f}x",
+            ]
+        )
+    return "Exact transfer plans at scale (integer QP allocation, with coordinates)", headers, table
+
+
 def markdown_table(headers: list[str], table: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
     return "\n".join(lines)
 
 
-def print_tables(report: dict[str, Any], *, markdown: bool) -> None:
-    tables = [strategy_table(report), exact_table(report), plan_table(report)]
+def print_tables(report: dict[str, Any], *, markdown: bool, only_large: bool = False) -> None:
+    tables = [] if only_large else [strategy_table(report), exact_table(report), plan_table(report)]
+    tables.append(large_plan_table(report))
     if markdown:
         for title, headers, table in tables:
             print(f"\n{title}\n")
@@ -695,6 +856,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--plan-sizes", default="150,1000", help="comma-separated n for plans")
     parser.add_argument(
+        "--large-plan-sizes",
+        default="1000,10000,100000",
+        help="comma-separated n for the exact plans at scale (part 4)",
+    )
+    parser.add_argument(
+        "--dense-max-cells",
+        type=int,
+        default=30_000_000,
+        help="largest sender x receiver count solved densely for comparison (8 bytes a pair)",
+    )
+    parser.add_argument(
+        "--only-large-plans",
+        action="store_true",
+        help="run part 4 alone and merge it into the JSON at --out",
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=None,
@@ -713,19 +890,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--repeats: must be >= 1")
     sizes = _sizes(args.sizes)
     args.plan_sizes = _sizes(args.plan_sizes)
+    args.large_plan_sizes = _sizes(args.large_plan_sizes)
     if args.quick:
         sizes = [n for n in sizes if n <= 10_000]
+        args.large_plan_sizes = [n for n in args.large_plan_sizes if n <= 10_000]
     if args.resolve_max_n is None:
         args.resolve_max_n = 1_000 if args.quick else 10_000
     if args.max_n is not None:
         sizes = [n for n in sizes if n <= args.max_n]
         args.plan_sizes = [n for n in args.plan_sizes if n <= args.max_n]
+        args.large_plan_sizes = [n for n in args.large_plan_sizes if n <= args.max_n]
     started = time.perf_counter()
     load_before = os.getloadavg()
+    if args.only_large_plans:
+        return _only_large_plans(args, argv, started, load_before)
 
     # transfer plans first, so that the first transport call pays POT's import in full
     plans = bench_plans(args)
     print(f"plans: done after {time.perf_counter() - started:.1f} s", flush=True)
+    large_plans = bench_large_plans(args)
+    print(f"plans at scale: done after {time.perf_counter() - started:.1f} s", flush=True)
 
     cp, cvxpy_note = import_cvxpy(args)
     strategy_rows: list[dict[str, Any]] = []
@@ -761,6 +945,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "sizes": sizes,
         "plan_sizes": args.plan_sizes,
+        "large_plan_sizes": args.large_plan_sizes,
+        "dense_max_cells": args.dense_max_cells,
         "cvxpy_max_n": args.cvxpy_max_n,
         "resolve_max_n": args.resolve_max_n,
         "scarce_fraction": args.scarce_fraction,
@@ -785,6 +971,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cvxpy": cvxpy_rows,
         "cvxpy_note": cvxpy_note,
         "plan": plans,
+        "large_plans": large_plans,
     }
     print_tables(report, markdown=args.markdown)
     if cvxpy_rows:
@@ -794,6 +981,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(cvxpy_note)
     atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out} ({meta['elapsed_s']:.0f} s)")
+    return report
+
+
+def _only_large_plans(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    started: float,
+    load_before: tuple[float, float, float],
+) -> dict[str, Any]:
+    """Part 4 alone; its rows and settings replace those in the JSON at ``--out`` (kept
+    otherwise), so the big plans can be rerun without the hour of the other parts."""
+    large_plans = bench_large_plans(args)
+    out = Path(args.out)
+    report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
+    report["large_plans"] = large_plans
+    report["large_plans_meta"] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python "
+        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "git_commit": _git_commit(),
+        "pot": _version("pot"),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "cpu_count": os.cpu_count(),
+        "large_plan_sizes": args.large_plan_sizes,
+        "dense_max_cells": args.dense_max_cells,
+        "seed": args.seed,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+        "elapsed_s": time.perf_counter() - started,
+    }
+    print_tables(report, markdown=args.markdown, only_large=True)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out} ({report['large_plans_meta']['elapsed_s']:.0f} s)")
     return report
 
 
