@@ -1,4 +1,4 @@
-"""marra PPO against Stable-Baselines3 PPO on the hospital environment: speed and time to quality.
+"""marra PPO against Stable-Baselines3 and TorchRL PPO on the hospital environment: speed, quality.
 
 Both learners train on the same environment: shifting targets, ``--n-hospitals`` (150) random
 hospitals per episode, horizon 50, a per-step transfer budget ``--transfer-budget`` (150: one
@@ -59,16 +59,33 @@ Two consistency checks go into the JSON: *hold* scored through the environment e
 ``ClassicalMethod("hold")`` on the same draws (same draws, same MAE), and marra's final policy
 scored through :class:`marra.experiments.policy_method.PolicyMethod` equals its batched score.
 
+**TorchRL peers** (``--peers``; extra ``marra[torchrl]``): TorchRL's multi-agent PPO
+(:class:`TorchRLPeer`: ``MultiAgentMLP`` actor with shared parameters, a centralised critic on
+the global state, ``ClipPPOLoss``, ``GAE``, its ``Collector``) with every hyperparameter of
+marra's default :class:`~marra.rl.PPOConfig` that TorchRL has, the same network sizes and
+initialisation, by two routes: ``torchrl-wrapper``, TorchRL's ``PettingZooWrapper`` around
+``marra.envs.parallel_env("hospital", ...)`` (what a TorchRL user gets without marra's view;
+one copy, per-agent Python dicts), and ``torchrl-native``, the batched environment through
+``marra.envs.torchrl_env("hospital", num_envs=16, ...)``. Each route is measured like SB3:
+(a) throughput over ``--throughput-steps`` (the wrapper route, which runs at tens of env-steps
+per second, over ``--torchrl-wrapper-throughput-steps``, 2,400), (b) time to quality on the
+same evaluation set, its deterministic actions through the batched environment, evaluation
+time excluded, the same cap; the native route is scored every ``--eval-every`` env-steps, the
+wrapper route after every update. The ratios against marra are in ``ratios_torchrl_wrapper`` /
+``ratios_torchrl_native``, issue 9's aims in ``torchrl_aims``.
+
 Usage::
 
-    python benchmarks/training.py               # full run (about 12 minutes), writes the JSON
-    python benchmarks/training.py --quick       # 10k-step throughput, 30-s caps (under 2 min)
+    python benchmarks/training.py               # full run (every installed peer), writes the JSON
+    python benchmarks/training.py --quick       # 10k-step throughput, 30-s caps
+    python benchmarks/training.py --peers torchrl-wrapper,torchrl-native   # no SB3
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -519,6 +536,453 @@ def sb3_time_to_quality(
     return result
 
 
+# --------------------------------------------------------------------------- TorchRL side
+#: The TorchRL peers of ``--peers`` and their routes to the hospital environment.
+TORCHRL_ROUTES = {"torchrl-wrapper": "wrapper", "torchrl-native": "native"}
+#: Every peer ``--peers`` knows (marra always runs).
+PEERS = ("sb3", *TORCHRL_ROUTES)
+
+
+def import_torchrl() -> Any | None:
+    """The ``torchrl`` module, or None when it (or marra's TorchRL view) cannot be imported."""
+    try:
+        import torchrl
+
+        from marra.envs.torchrl_env import TorchRLView  # noqa: F401
+    except ImportError:
+        return None
+    return torchrl
+
+
+def _orthogonal_init(module: torch.nn.Module, out_gain: float) -> None:
+    """marra's initialisation (:func:`marra.rl.networks.mlp`): orthogonal weights, gain
+    sqrt(2) for hidden layers and ``out_gain`` for the last, zero biases."""
+    layers = [p for name, p in module.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in module.named_parameters() if name.endswith("bias")]
+    with torch.no_grad():
+        for i, weight in enumerate(layers):
+            torch.nn.init.orthogonal_(weight, out_gain if i == len(layers) - 1 else math.sqrt(2))
+        for bias in biases:
+            bias.zero_()
+
+
+class _GaussianHead(torch.nn.Module):
+    """``mu (..., N, dim) -> (loc, scale)``: marra's Gaussian policy in environment units,
+    ``loc = center + action_scale * mu`` and ``scale = action_scale * exp(log_std)`` with a
+    learned state-independent ``log_std`` (its PPO ratios and clipping are those of marra's
+    policy-unit Gaussian: the affine map cancels in every ratio)."""
+
+    def __init__(self, dim: int, center: float, scale: float, init_log_std: float) -> None:
+        super().__init__()
+        self.center, self.scale = float(center), float(scale)
+        self.log_std = torch.nn.Parameter(torch.full((dim,), float(init_log_std)))
+
+    def forward(self, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc = self.center + self.scale * mu
+        return loc, (self.scale * self.log_std.exp()).expand_as(loc)
+
+
+class _StateCritic(torch.nn.Module):
+    """marra's MAPPO critic with a team reward: one value ``V(s)`` from the global state
+    ``state (..., state_dim)``, given to every agent ``(..., N, 1)`` as TorchRL's per-agent
+    value key expects."""
+
+    def __init__(self, state_dim: int, hidden: tuple[int, ...], num_agents: int) -> None:
+        super().__init__()
+        widths = (state_dim, *hidden)
+        layers: list[torch.nn.Module] = []
+        for a, b in zip(widths, widths[1:], strict=False):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 1))
+        _orthogonal_init(self.net, 1.0)
+        self.num_agents = int(num_agents)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        value = self.net(state).unsqueeze(-2)
+        return value.expand(*value.shape[:-2], self.num_agents, 1)
+
+
+class TorchRLPeer:
+    """TorchRL's multi-agent PPO on the hospital task, by one of two routes.
+
+    - ``route="wrapper"``: ``PettingZooWrapper(marra.envs.parallel_env("hospital", ...),
+      return_state=True)``, what a TorchRL user gets today (one copy, agents stepped through
+      PettingZoo's per-agent dicts); a batch of ``frames_per_batch`` env-steps is
+      ``frames_per_batch / horizon`` episodes one after the other (default: marra's iteration,
+      ``num_envs * horizon``).
+    - ``route="native"``: ``marra.envs.torchrl_env("hospital", num_envs=config.num_envs)``, the
+      batched environment as a TorchRL ``EnvBase``; a batch is one episode of every copy, as
+      in marra.
+
+    Both: a ``VecNorm`` transform on the agents' observations (running mean and variance, no
+    decay, scale floored at 1e-2 like marra's ``ObsNorm``); the actor a ``MultiAgentMLP``
+    (``centralized=False, share_params=True``, marra's hidden widths and ReLU) into a Gaussian
+    ``ProbabilisticActor`` (``IndependentNormal``) with marra's state-independent log-std,
+    initial value and action scale; the critic marra's centralised one, an MLP on the global
+    state ``"state"`` (one value per state, given to every agent); ``ClipPPOLoss`` (clip,
+    squared-error value loss weighted as marra's ``0.5 * vf_coef``, entropy weight, advantage
+    normalisation) with TorchRL's ``GAE`` (gamma, lambda); the ``Collector``, a
+    ``ReplayBuffer`` sampled without replacement into ``num_minibatches`` minibatches for
+    ``update_epochs`` epochs; Adam (eps 1e-5) with marra's step sizes annealed linearly to 0
+    over ``total_steps``, the actor's and the critic's gradient norms clipped separately. All
+    numbers come from ``config`` (marra's :class:`~marra.rl.PPOConfig`), so both sides share
+    every hyperparameter TorchRL has. What TorchRL does its own way: the advantage is normalised
+    per minibatch; the end of the horizon is a truncation (GAE bootstraps from the final state
+    where marra does not); the observation statistics update at every step; there is no value
+    normalisation (marra's ``norm_value``).
+    """
+
+    def __init__(
+        self,
+        route: str,
+        config: PPOConfig,
+        env_kwargs: dict[str, Any],
+        *,
+        seed: int,
+        total_steps: int,
+        frames_per_batch: int | None = None,
+    ) -> None:
+        import warnings
+
+        from tensordict.nn import TensorDictModule
+        from torchrl.collectors import Collector
+        from torchrl.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
+        from torchrl.envs import TransformedEnv, VecNorm
+        from torchrl.modules import IndependentNormal, MultiAgentMLP, ProbabilisticActor
+        from torchrl.objectives import ClipPPOLoss, ValueEstimators
+
+        from marra.rl.ppo import action_scaling
+
+        if route not in ("wrapper", "native"):
+            raise ValueError(f"route: 'wrapper' or 'native', got {route!r}")
+        self.route, self.config = route, config
+        spec = HospitalEnv(**env_kwargs).spec
+        horizon = spec.horizon
+        if route == "wrapper":
+            from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+
+            with warnings.catch_warnings():  # "tested with PettingZoo 1.24.3"
+                warnings.simplefilter("ignore", UserWarning)
+                base = PettingZooWrapper(
+                    marra.envs.parallel_env("hospital", **env_kwargs), return_state=True,
+                    seed=seed,
+                )  # fmt: skip
+            (self.group,) = base.group_map  # "hospital": hospital_0 .. hospital_{n-1}
+            self.frames_per_batch = int(frames_per_batch or config.num_envs * horizon)
+        else:
+            base = marra.envs.torchrl_env(
+                "hospital", num_envs=config.num_envs, seed=seed, **env_kwargs
+            )
+            self.group = base.group
+            self.frames_per_batch = config.num_envs * horizon
+        group = self.group
+        self.vecnorm = VecNorm(
+            in_keys=[(group, "observation")], new_api=True, decay=1.0, eps=1e-2,
+            reduce_batch_dims=True,
+        )  # fmt: skip
+        self.env = TransformedEnv(base, self.vecnorm)
+
+        n, dim = spec.num_agents, int(spec.action.dim)
+        center, scale = action_scaling(config, spec)
+        body = MultiAgentMLP(
+            n_agent_inputs=spec.obs_dim, n_agent_outputs=dim, n_agents=n, centralized=False,
+            share_params=True, depth=len(config.actor_hidden),
+            num_cells=list(config.actor_hidden), activation_class=torch.nn.ReLU,
+        )  # fmt: skip
+        _orthogonal_init(body, 0.01)
+        self.actor_net = torch.nn.Sequential(
+            body, _GaussianHead(dim, center, scale, config.init_log_std)
+        )
+        self.loc_module = TensorDictModule(
+            self.actor_net,
+            in_keys=[(group, "observation")],
+            out_keys=[(group, "loc"), (group, "scale")],
+        )
+        self.policy = ProbabilisticActor(
+            self.loc_module,
+            in_keys=[(group, "loc"), (group, "scale")],
+            out_keys=[(group, "action")],
+            distribution_class=IndependentNormal,
+            return_log_prob=True,
+        )
+        hidden = (*config.critic_encoder_hidden, *config.critic_hidden)
+        self.critic_net = _StateCritic(spec.state_dim, hidden, n)
+        critic = TensorDictModule(
+            self.critic_net, in_keys=["state"], out_keys=[(group, "state_value")]
+        )
+        self.loss = ClipPPOLoss(
+            self.policy, critic, clip_epsilon=config.clip_coef,
+            entropy_bonus=config.ent_coef > 0, entropy_coeff=config.ent_coef or None,
+            critic_coeff=0.5 * config.vf_coef, loss_critic_type="l2",
+            normalize_advantage=config.norm_adv,
+        )  # fmt: skip
+        self.loss.set_keys(
+            reward=(group, "reward"), action=(group, "action"),
+            value=(group, "state_value"), done=(group, "done"),
+            terminated=(group, "terminated"),
+        )  # fmt: skip
+        self.loss.make_value_estimator(
+            ValueEstimators.GAE, gamma=config.gamma, lmbda=config.gae_lambda
+        )
+        self.actor_params = list(self.loss.actor_network_params.values(True, True))
+        self.critic_params = list(self.loss.critic_network_params.values(True, True))
+        self.base_lrs = (config.learning_rate, config.critic_learning_rate)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.actor_params, "lr": config.learning_rate},
+                {"params": self.critic_params, "lr": config.critic_learning_rate},
+            ],
+            eps=1e-5,
+        )
+        self.num_iterations = max(1, math.ceil(total_steps / self.frames_per_batch))
+        self.collector = Collector(
+            self.env, self.policy, frames_per_batch=self.frames_per_batch,
+            total_frames=self.num_iterations * self.frames_per_batch,
+            auto_register_policy_transforms=False,  # the policy needs no InitTracker
+        )  # fmt: skip
+        self.buffer = ReplayBuffer(
+            storage=LazyTensorStorage(self.frames_per_batch),
+            sampler=SamplerWithoutReplacement(),
+            batch_size=math.ceil(self.frames_per_batch / config.num_minibatches),
+        )
+        self.env_steps = 0
+        self.rollout_s = 0.0
+        self.update_s = 0.0
+
+    def parameters(self) -> dict[str, int]:
+        actor, critic = count_parameters(self.actor_net), count_parameters(self.critic_net)
+        return {"actor": actor, "critic": critic, "total": actor + critic}
+
+    def settings(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "route": self.route,
+            "env": "PettingZooWrapper(marra.envs.parallel_env('hospital'), return_state=True)"
+            if self.route == "wrapper"
+            else f"marra.envs.torchrl_env('hospital', num_envs={config.num_envs})",
+            "group": self.group,
+            "frames_per_batch": self.frames_per_batch,
+            "minibatch_size": self.buffer._batch_size,
+            "update_epochs": config.update_epochs,
+            "num_minibatches": config.num_minibatches,
+            "gamma": config.gamma,
+            "gae_lambda": config.gae_lambda,
+            "clip_epsilon": config.clip_coef,
+            "learning_rate": config.learning_rate,
+            "critic_learning_rate": config.critic_learning_rate,
+            "anneal_lr": config.anneal_lr,
+            "max_grad_norm": config.max_grad_norm,
+            "entropy_coeff": config.ent_coef,
+            "critic_coeff": 0.5 * config.vf_coef,
+            "normalize_advantage": config.norm_adv,
+            "actor": f"MultiAgentMLP(share_params=True, centralized=False, num_cells="
+            f"{list(config.actor_hidden)}, ReLU) -> IndependentNormal",
+            "critic": f"MLP on 'state' {[*config.critic_encoder_hidden, *config.critic_hidden]}",
+            "observation_norm": "VecNorm(decay=1.0, eps=1e-2)",
+            "value_norm": False,
+            "loss": "ClipPPOLoss(loss_critic_type='l2') + GAE",
+            "collector": "torchrl.collectors.Collector",
+        }
+
+    def run(self, after_update: Callable[[int], bool] | None = None) -> None:
+        """Train for ``num_iterations`` batches; ``after_update(iteration)`` may return True to
+        stop (its time is not counted in ``rollout_s`` / ``update_s``)."""
+        import warnings
+
+        batches = iter(self.collector)
+        with warnings.catch_warnings():
+            # normalising over agents too is intended: a team advantage is every agent's
+            warnings.filterwarnings("ignore", message="You requested advantage normalization")
+            try:
+                self._run(batches, after_update)
+            finally:
+                self.collector.shutdown()
+
+    def _run(self, batches: Any, after_update: Callable[[int], bool] | None) -> None:
+        """One collection and one update per iteration (see :meth:`run`)."""
+        config = self.config
+        for iteration in range(1, self.num_iterations + 1):
+            tick = time.perf_counter()
+            data = next(batches)
+            self.rollout_s += time.perf_counter() - tick
+            tick = time.perf_counter()
+            if config.anneal_lr:  # linear anneal to 0 over the run, as marra
+                frac = 1.0 - (iteration - 1) / self.num_iterations
+                for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                    group["lr"] = frac * base_lr
+            with torch.no_grad():
+                self.loss.value_estimator(
+                    data,
+                    params=self.loss.critic_network_params,
+                    target_params=self.loss.target_critic_network_params,
+                )
+            self.buffer.empty()
+            self.buffer.extend(data.reshape(-1))
+            for _ in range(config.update_epochs):
+                for _ in range(config.num_minibatches):
+                    losses = self.loss(self.buffer.sample())
+                    total = losses["loss_objective"] + losses["loss_critic"]
+                    if "loss_entropy" in losses.keys():
+                        total = total + losses["loss_entropy"]
+                    self.optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    torch.nn.utils.clip_grad_norm_(self.actor_params, config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(self.critic_params, config.max_grad_norm)
+                    self.optimizer.step()
+            self.collector.update_policy_weights_()
+            self.update_s += time.perf_counter() - tick
+            self.env_steps += int(data.numel())
+            if after_update is not None and after_update(iteration):
+                break
+
+    def train_s(self) -> float:
+        return self.rollout_s + self.update_s
+
+    @torch.no_grad()
+    def act(self) -> Act:
+        """The current policy's deterministic action (the Gaussian mean) on raw observations,
+        normalised with the current ``VecNorm`` statistics (frozen during the evaluation)."""
+        from tensordict import TensorDict
+
+        key = (self.group, "observation")
+        loc = self.vecnorm.loc.get(key).clone()
+        scale = self.vecnorm.scale.get(key).clone()
+        group, module = self.group, self.loc_module
+
+        def act(obs: torch.Tensor, env: HospitalEnv) -> torch.Tensor:
+            inner = TensorDict({"observation": (obs - loc) / scale}, batch_size=obs.shape[:2])
+            td = module(TensorDict({group: inner}, batch_size=obs.shape[:1]))
+            return td[group, "loc"].to(torch.float64)
+
+        return act
+
+
+def torchrl_throughput(
+    peer: str, args: argparse.Namespace, env_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Train one route for its throughput budget with marra's config; no evaluation."""
+    route = TORCHRL_ROUTES[peer]
+    steps = args.torchrl_wrapper_throughput_steps if route == "wrapper" else args.throughput_steps
+    config = marra_config(args, args.total_steps)
+    side = TorchRLPeer(
+        route, config, env_kwargs, seed=args.seed, total_steps=steps,
+        frames_per_batch=args.torchrl_wrapper_frames_per_batch,
+    )  # fmt: skip
+    start = time.perf_counter()
+    side.run()
+    wall = time.perf_counter() - start
+    return {
+        "env_steps": side.env_steps,
+        "seconds": wall,
+        "env_steps_per_s": side.env_steps / wall,
+        "rollout_s": side.rollout_s,
+        "update_s": side.update_s,
+        "other_s": wall - side.rollout_s - side.update_s,
+        "parameters": side.parameters(),
+        "settings": side.settings(),
+    }
+
+
+def torchrl_time_to_quality(
+    peer: str,
+    args: argparse.Namespace,
+    env_kwargs: dict[str, Any],
+    eval_set: EvalSet,
+    target_mae: float,
+) -> dict[str, Any]:
+    """Train one route with marra's config and ``total_steps`` (its learning-rate schedule);
+    score the policy on the evaluation set every ``--eval-every`` env-steps (native) or every
+    ``--torchrl-wrapper-eval-every`` (wrapper: it is slow) and at the first update after the
+    cap (``--torchrl-cap-seconds``); stop at the target, at that score, or after
+    ``total_steps``."""
+    route = TORCHRL_ROUTES[peer]
+    side = TorchRLPeer(
+        route, marra_config(args, args.total_steps), env_kwargs, seed=args.seed,
+        total_steps=args.total_steps, frames_per_batch=args.torchrl_wrapper_frames_per_batch,
+    )  # fmt: skip
+    every_steps = args.torchrl_wrapper_eval_every if route == "wrapper" else args.eval_every
+    every = max(1, round(every_steps / side.frames_per_batch))
+    curve: list[dict[str, float]] = []
+    state = {"stopped_by": "total_steps", "eval_s": 0.0}
+
+    def after_update(iteration: int) -> bool:
+        train_s = side.train_s()
+        over_cap = train_s >= args.torchrl_cap_seconds
+        last = iteration == side.num_iterations
+        if iteration % every and not over_cap and not last:
+            return False
+        tick = time.perf_counter()
+        mae, _ = eval_set.score(side.act())
+        state["eval_s"] += time.perf_counter() - tick
+        curve.append({"train_s": train_s, "env_steps": side.env_steps, "mae": mae})
+        print(f"  {peer:<15} {side.env_steps:>8,} steps {train_s:6.1f} s  MAE {mae:.3f}")
+        if mae <= target_mae:
+            state["stopped_by"] = "target"
+            return True
+        if over_cap:
+            state["stopped_by"] = "cap"
+            return True
+        return False
+
+    side.run(after_update)
+    result = _summarise(curve, target_mae, state["stopped_by"], args.torchrl_cap_seconds)
+    result["eval_s"] = state["eval_s"]
+    result["train_s_at_stop"] = side.train_s()
+    result["env_steps_at_stop"] = side.env_steps
+    result["env_steps_per_train_s"] = side.env_steps / max(side.train_s(), 1e-9)
+    result["eval_every_env_steps"] = every * side.frames_per_batch
+    return result
+
+
+def compare_peer(marra_result: dict[str, Any], peer_result: dict[str, Any]) -> dict[str, Any]:
+    """Ratios against one TorchRL route, as :func:`compare` for SB3: throughput marra/peer,
+    time and env-steps to quality peer/marra (> 1: marra faster), with ``kind`` saying whether
+    they are exact or bounds."""
+    m, p = marra_result["time_to_quality"], peer_result["time_to_quality"]
+    if m["reached"] and p["reached"]:
+        kind = "exact"
+        time_ratio = _ratio(p["train_s_to_target"], m["train_s_to_target"])
+        steps_ratio = _ratio(p["env_steps_to_target"], m["env_steps_to_target"])
+    elif m["reached"]:
+        kind = "lower bound (the peer did not reach the target)"
+        time_ratio = _ratio(p["train_s_at_stop"], m["train_s_to_target"])
+        steps_ratio = _ratio(p["env_steps_at_stop"], m["env_steps_to_target"])
+    elif p["reached"]:
+        kind = "upper bound (marra did not reach the target)"
+        time_ratio = _ratio(p["train_s_to_target"], m["train_s"])
+        steps_ratio = _ratio(p["env_steps_to_target"], m["env_steps"])
+    else:
+        kind = "undefined (neither side reached the target)"
+        time_ratio = steps_ratio = None
+    return {
+        "throughput_marra_over_peer": _ratio(
+            marra_result["throughput"]["env_steps_per_s"],
+            peer_result["throughput"]["env_steps_per_s"],
+        ),
+        "time_to_quality_peer_over_marra": time_ratio,
+        "env_steps_to_quality_peer_over_marra": steps_ratio,
+        "time_to_quality_kind": kind,
+        "best_mae_peer_over_marra": _ratio(p["best_mae"], m["best_mae"]),
+    }
+
+
+def torchrl_aims(report: dict[str, Any]) -> dict[str, Any]:
+    """Issue 9's aims for the TorchRL peer: marra at least 2x faster to the target than the
+    native route, which goes through ``marra.envs.torchrl_env``."""
+    ratios = report.get("ratios_torchrl_native")
+    if ratios is None:
+        return {}
+    time_ratio, kind = ratios["time_to_quality_peer_over_marra"], ratios["time_to_quality_kind"]
+    return {
+        "native_route_through_torchrl_env": report["torchrl_native"]["settings"]["env"].startswith(
+            "marra.envs.torchrl_env"
+        ),
+        "marra_at_least_2x_faster_to_target_than_native": (
+            time_ratio is not None and time_ratio >= 2.0 and not kind.startswith("upper")
+        ),
+    }
+
+
 # --------------------------------------------------------------------------- report
 def _version(name: str) -> str | None:
     try:
@@ -619,7 +1083,8 @@ def tables(report: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str
         "last MAE (steps)",
     ]
     rows = []
-    for name, key in (("marra PPO", "marra"), ("SB3 PPO", "sb3")):
+    sides = (("marra PPO", "marra"), ("SB3 PPO", "sb3"), *TORCHRL_LABELS)
+    for name, key in ((name, key) for name, key in sides if key in report):
         side = report[key]
         thr, ttq, par = side["throughput"], side["time_to_quality"], side["parameters"]
         rows.append(
@@ -634,19 +1099,47 @@ def tables(report: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str
                 f"{_fmt_mae(ttq['final_mae'])} ({_fmt_steps(ttq['env_steps'])})",
             ]
         )
-    ratios = report["ratios"]
-    kind = ratios["time_to_quality_kind"]
     lines = [
         f"references on the evaluation set: hold {refs['hold']:.3f}, rule {refs['rule']:.3f}, "
         f"{refs['qp_label']} {refs['qp']:.3f}; target MAE "
         f"{report['evaluation']['target_mae']:.3f} "
         f"({report['evaluation']['target_factor']:g} x QP)",
-        f"throughput marra / SB3: {_fmt_ratio(ratios['throughput_marra_over_sb3'])}",
-        f"time to quality SB3 / marra: {_fmt_ratio(ratios['time_to_quality_sb3_over_marra'], kind)}"
-        f"; env-steps SB3 / marra: "
-        f"{_fmt_ratio(ratios['env_steps_to_quality_sb3_over_marra'], kind)} ({kind})",
     ]
+    if "sb3" in report:
+        ratios = report["ratios"]
+        kind = ratios["time_to_quality_kind"]
+        lines += [
+            f"throughput marra / SB3: {_fmt_ratio(ratios['throughput_marra_over_sb3'])}",
+            "time to quality SB3 / marra: "
+            f"{_fmt_ratio(ratios['time_to_quality_sb3_over_marra'], kind)}; env-steps SB3 / "
+            f"marra: {_fmt_ratio(ratios['env_steps_to_quality_sb3_over_marra'], kind)} ({kind})",
+        ]
+    lines += torchrl_lines(report)
     return headers, rows, lines
+
+
+#: Table labels and report keys of the TorchRL peers.
+TORCHRL_LABELS = (
+    ("TorchRL MAPPO (PettingZooWrapper)", "torchrl_wrapper"),
+    ("TorchRL MAPPO (torchrl_env)", "torchrl_native"),
+)
+
+
+def torchrl_lines(report: dict[str, Any]) -> list[str]:
+    """The ratio lines of the TorchRL peers present in ``report``."""
+    lines = []
+    for label, key in TORCHRL_LABELS:
+        ratios = report.get(f"ratios_{key}")
+        if ratios is None:
+            continue
+        kind = ratios["time_to_quality_kind"]
+        lines.append(
+            f"{label}: throughput marra / peer "
+            f"{_fmt_ratio(ratios['throughput_marra_over_peer'])}; time to quality peer / marra "
+            f"{_fmt_ratio(ratios['time_to_quality_peer_over_marra'], kind)}; env-steps peer / "
+            f"marra {_fmt_ratio(ratios['env_steps_to_quality_peer_over_marra'], kind)} ({kind})"
+        )
+    return lines
 
 
 def markdown_table(headers: list[str], table: list[list[str]]) -> str:
@@ -665,6 +1158,11 @@ def print_tables(report: dict[str, Any], *, markdown: bool) -> None:
         + (
             f" (SB3 {meta['sb3_cap_seconds']:g} s)"
             if meta.get("sb3_cap_seconds", meta["cap_seconds"]) != meta["cap_seconds"]
+            else ""
+        )
+        + (
+            f" (TorchRL {meta['torchrl_cap_seconds']:g} s)"
+            if meta.get("torchrl_cap_seconds", meta["cap_seconds"]) != meta["cap_seconds"]
             else ""
         )
     )
@@ -735,6 +1233,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--sb3-n-steps", type=int, default=None, help="override SB3's n_steps (tests only)"
     )
+    parser.add_argument(
+        "--peers",
+        default=None,
+        help=f"comma-separated peers among {', '.join(PEERS)} (default: every one installed)",
+    )
+    parser.add_argument(
+        "--torchrl-cap-seconds",
+        type=float,
+        default=None,
+        help="(b): the TorchRL peers' cap (default: --cap-seconds); a longer one bounds the "
+        "ratio tighter when a peer never reaches the target",
+    )
+    parser.add_argument(
+        "--torchrl-wrapper-throughput-steps",
+        type=int,
+        default=None,
+        help="(a) of the PettingZooWrapper route (slow): 2,400; one batch quick",
+    )
+    parser.add_argument(
+        "--torchrl-wrapper-frames-per-batch",
+        type=int,
+        default=None,
+        help="PettingZooWrapper route: env-steps per update (default marra's num_envs x "
+        "horizon; one episode with --quick)",
+    )
+    parser.add_argument(
+        "--torchrl-wrapper-eval-every",
+        type=int,
+        default=None,
+        help="PettingZooWrapper route: env-steps between scores (default: every update)",
+    )
     parser.add_argument("--quick", action="store_true", help="10k-step throughput, 30-s caps")
     parser.add_argument("--out", default="benchmarks/results/training.json")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
@@ -748,7 +1277,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.sb3_total_steps is None:
         args.sb3_total_steps = args.total_steps
 
-    sb3 = import_sb3()
+    if args.torchrl_cap_seconds is None:
+        args.torchrl_cap_seconds = args.cap_seconds
+    peers = select_peers(args.peers)
+    if "torchrl-wrapper" in peers:
+        horizon = args.horizon
+        if args.torchrl_wrapper_frames_per_batch is None:
+            per_update = horizon if args.quick else PPOConfig().num_envs * horizon
+            args.torchrl_wrapper_frames_per_batch = per_update
+        if args.torchrl_wrapper_throughput_steps is None:
+            quick_steps = args.torchrl_wrapper_frames_per_batch
+            args.torchrl_wrapper_throughput_steps = quick_steps if args.quick else 2_400
+        if args.torchrl_wrapper_eval_every is None:
+            args.torchrl_wrapper_eval_every = args.torchrl_wrapper_frames_per_batch
+    sb3 = import_sb3() if "sb3" in peers else None
+    torchrl = import_torchrl() if any(p in TORCHRL_ROUTES for p in peers) else None
     torch.set_num_threads(1)
     started = time.perf_counter()
     load_before = list(os.getloadavg())
@@ -772,14 +1315,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"(a) marra throughput, {args.throughput_steps:,} env-steps ...", flush=True)
     marra_thr = marra_throughput(args, env_kwargs)
     print(f"    {marra_thr['env_steps_per_s']:,.0f} env-steps/s", flush=True)
-    print(f"(a) SB3 throughput, {args.throughput_steps:,} env-steps ...", flush=True)
-    sb3_thr = sb3_throughput(args, env_kwargs)
-    print(f"    {sb3_thr['env_steps_per_s']:,.0f} env-steps/s", flush=True)
+    if sb3 is not None:
+        print(f"(a) SB3 throughput, {args.throughput_steps:,} env-steps ...", flush=True)
+        sb3_thr = sb3_throughput(args, env_kwargs)
+        print(f"    {sb3_thr['env_steps_per_s']:,.0f} env-steps/s", flush=True)
+    torchrl_thr = {}
+    for peer in (p for p in TORCHRL_ROUTES if p in peers):
+        print(f"(a) {peer} throughput ...", flush=True)
+        torchrl_thr[peer] = torchrl_throughput(peer, args, env_kwargs)
+        print(f"    {torchrl_thr[peer]['env_steps_per_s']:,.0f} env-steps/s", flush=True)
 
     print(f"(b) marra time to quality (cap {args.cap_seconds:g} s) ...", flush=True)
     marra_ttq = marra_time_to_quality(args, env_kwargs, eval_set, target_mae)
-    print(f"(b) SB3 time to quality (cap {args.sb3_cap_seconds:g} s) ...", flush=True)
-    sb3_ttq = sb3_time_to_quality(args, env_kwargs, eval_set, target_mae)
+    if sb3 is not None:
+        print(f"(b) SB3 time to quality (cap {args.sb3_cap_seconds:g} s) ...", flush=True)
+        sb3_ttq = sb3_time_to_quality(args, env_kwargs, eval_set, target_mae)
+    torchrl_ttq = {}
+    for peer in torchrl_thr:
+        cap = args.torchrl_cap_seconds
+        print(f"(b) {peer} time to quality (cap {cap:g} s) ...", flush=True)
+        torchrl_ttq[peer] = torchrl_time_to_quality(peer, args, env_kwargs, eval_set, target_mae)
 
     config = marra_config(args, args.total_steps)
     meta = {
@@ -798,6 +1353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "total_steps": args.total_steps,
         "sb3_cap_seconds": args.sb3_cap_seconds,
         "sb3_total_steps": args.sb3_total_steps,
+        "torchrl_cap_seconds": args.torchrl_cap_seconds,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -805,7 +1361,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "stable_baselines3": sb3.__version__,
+        "peers": list(peers),
+        "stable_baselines3": None if sb3 is None else sb3.__version__,
+        "torchrl": None if torchrl is None else torchrl.__version__,
+        "tensordict": _version("tensordict") if torchrl is not None else None,
         "gymnasium": _version("gymnasium"),
         "marra": _version("marra"),
         "load_average_before": load_before,
@@ -829,19 +1388,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "throughput": marra_thr,
             "time_to_quality": marra_ttq,
         },
-        "sb3": {
+    }
+    if sb3 is not None:
+        report["sb3"] = {
             "settings": sb3_thr.pop("settings"),
             "parameters": sb3_thr.pop("parameters"),
             "throughput": sb3_thr,
             "time_to_quality": sb3_ttq,
-        },
-    }
-    report["ratios"] = compare(report["marra"], report["sb3"])
-    report["aims"] = aims(report)
+        }
+        report["ratios"] = compare(report["marra"], report["sb3"])
+        report["aims"] = aims(report)
+    for peer, thr in torchrl_thr.items():
+        key = peer.replace("-", "_")
+        report[key] = {
+            "settings": thr.pop("settings"),
+            "parameters": thr.pop("parameters"),
+            "throughput": thr,
+            "time_to_quality": torchrl_ttq[peer],
+        }
+        report[f"ratios_{key}"] = compare_peer(report["marra"], report[key])
+    if torchrl_thr:
+        report["torchrl_aims"] = torchrl_aims(report)
     print_tables(report, markdown=args.markdown)
     atomic_write_text(Path(args.out), json.dumps(report, indent=2, default=_json_default) + "\n")
     print(f"wrote {args.out}")
     return report
+
+
+def select_peers(spec: str | None) -> tuple[str, ...]:
+    """The peers of ``--peers`` (None: every peer whose package is installed); a named peer
+    that is not installed ends the run with the command that installs it."""
+    if spec is None:
+        installed = []
+        if importlib.util.find_spec("stable_baselines3") is not None:
+            installed.append("sb3")
+        if import_torchrl() is not None:
+            installed += list(TORCHRL_ROUTES)
+        return tuple(installed)
+    peers = tuple(p.strip() for p in spec.split(",") if p.strip())
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise SystemExit(f"--peers: unknown peer {unknown[0]!r}; choose among {', '.join(PEERS)}")
+    if any(p in TORCHRL_ROUTES for p in peers) and import_torchrl() is None:
+        raise SystemExit("torchrl is not installed: pip install -e '.[torchrl]'")
+    return peers
 
 
 def _json_default(value: Any) -> Any:

@@ -109,7 +109,7 @@ def test_training_benchmark_compares_both_learners_on_the_same_evaluation_set(
         [sys.executable, str(TRAINING_SCRIPT), "--quick", "--cap-seconds", "1"]
         + ["--throughput-steps", "800", "--sb3-n-steps", "32", "--eval-every", "800"]
         + ["--eval-episodes", "4", "--sb3-cap-seconds", "2", "--sb3-total-steps", "512"]
-        + ["--out", str(out)],
+        + ["--peers", "sb3", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -153,4 +153,52 @@ def test_training_benchmark_compares_both_learners_on_the_same_evaluation_set(
         "throughput_not_below_sb3",
         "marra_reached_target_within_cap",
         "time_to_quality_at_least_10x",
+    }
+
+
+def test_training_benchmark_runs_both_torchrl_routes_on_the_same_evaluation_set(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("torchrl", reason="TorchRL is not installed (extra marra[torchrl])")
+    out = tmp_path / "training.json"
+    completed = subprocess.run(
+        [sys.executable, str(TRAINING_SCRIPT), "--quick", "--cap-seconds", "1"]
+        + ["--n-hospitals", "20", "--horizon", "10", "--transfer-budget", "20"]
+        + ["--throughput-steps", "160", "--eval-every", "160", "--eval-episodes", "2"]
+        + ["--total-steps", "480", "--peers", "torchrl-wrapper,torchrl-native"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["meta"]["peers"] == ["torchrl-wrapper", "torchrl-native"]
+    assert "sb3" not in report and report["meta"]["torchrl"]
+    target = report["evaluation"]["target_mae"]
+    marra_parameters = report["marra"]["parameters"]
+    for key in ("torchrl_wrapper", "torchrl_native"):
+        side = report[key]
+        # networks of marra's size: the same parameter counts
+        assert side["parameters"] == marra_parameters
+        assert side["settings"]["gamma"] == report["marra"]["config"]["gamma"]
+        throughput = side["throughput"]
+        assert throughput["env_steps"] > 0 and throughput["env_steps_per_s"] > 0
+        assert throughput["rollout_s"] + throughput["update_s"] <= throughput["seconds"] + 1e-6
+        ttq = side["time_to_quality"]
+        assert ttq["curve"] and ttq["stopped_by"] in ("target", "cap", "total_steps")
+        assert ttq["env_steps_at_stop"] <= 480
+        assert ttq["reached"] == (ttq["best_mae"] <= target)
+        ratios = report[f"ratios_{key}"]
+        assert ratios["throughput_marra_over_peer"] == pytest.approx(
+            report["marra"]["throughput"]["env_steps_per_s"] / throughput["env_steps_per_s"]
+        )
+    # quick: the wrapper route updates after every episode (horizon 10)
+    assert report["torchrl_wrapper"]["settings"]["frames_per_batch"] == 10
+    assert report["torchrl_native"]["settings"]["frames_per_batch"] == 16 * 10
+    assert report["torchrl_native"]["settings"]["env"].startswith("marra.envs.torchrl_env")
+    assert set(report["torchrl_aims"]) == {
+        "native_route_through_torchrl_env",
+        "marra_at_least_2x_faster_to_target_than_native",
     }

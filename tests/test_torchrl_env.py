@@ -193,3 +193,9 @@ def test_missing_torchrl_gives_the_install_hint(monkeypatch):
     monkeypatch.setattr(module, "_MISSING", ImportError("No module named 'torchrl'"))
     with pytest.raises(ImportError, match=r"marra\[torchrl\]"):
         marra.envs.torchrl_env("roles")
+
+
+def test_the_package_attribute_calls_the_view_after_the_module_was_imported():
+    importlib.import_module("marra.envs.torchrl_env")  # rebinds marra.envs.torchrl_env
+    env = marra.envs.torchrl_env("roles", num_envs=2, seed=0, **ROLES)
+    assert env.batch_size == (2,)

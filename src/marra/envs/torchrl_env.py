@@ -40,6 +40,8 @@ mask is updated at every reset and step, so ``env.rand_action()`` (and TorchRL's
 from __future__ import annotations
 
 import math
+import sys
+import types
 from typing import Any
 
 import torch
@@ -324,3 +326,18 @@ class TorchRLView(EnvBase):  # type: ignore[misc,valid-type]
 
     def __repr__(self) -> str:
         return f"TorchRLView({self.core!r}, group={self.group!r})"
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`torchrl_env`.
+
+    The module and the function share the name ``marra.envs.torchrl_env``: importing the module
+    (``from marra.envs.torchrl_env import TorchRLView``) sets the package's attribute to the
+    module, so ``marra.envs.torchrl_env(...)`` must work on either.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TorchRLView:
+        return torchrl_env(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
