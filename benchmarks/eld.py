@@ -43,10 +43,7 @@ CASES = (
     ("job-scheduling (4 agents)", "job-scheduling", {"horizon": 200}, "mappo", 16, 4),
     ("hospital (150 agents)", "hospital", {"n_hospitals": 150, "horizon": 50}, "mappo", 16, 4),
 )
-QUICK = (
-    ("job-scheduling (quick)", "job-scheduling", {"horizon": 20}, "ippo", 4, 3),
-    ("matthew (quick)", "matthew", {"num_agents": 4, "horizon": 20}, "coma", 4, 3),
-)
+QUICK = (("matthew (quick)", "matthew", {"num_agents": 4, "horizon": 20}, "coma", 4, 2),)
 
 
 def _timed_eld(config: Any, spec: Any) -> Any:

@@ -435,3 +435,15 @@ def test_train_with_eld_logs_the_dual_variable_and_evaluate_reports_equity(tmp_p
     shown = runner.invoke(app, ["evaluate", str(out), "--episodes", "2", "--json"])
     assert shown.exit_code == 0, shown.output
     assert "mre_normalised" in shown.stdout and "inc_rate" in shown.stdout
+
+
+def test_the_overhead_benchmark_runs(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eld.py"
+    spec = importlib.util.spec_from_file_location("bench_eld", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(["--quick", "--out", str(tmp_path / "eld.json")])
+    assert (tmp_path / "eld.json").exists() and len(report["rows"]) == 1
+    assert all(row["hooks_ms"] > 0 and row["backbone_s"] > 0 for row in report["rows"])
