@@ -447,3 +447,22 @@ def test_the_overhead_benchmark_runs(tmp_path):
     report = module.main(["--quick", "--out", str(tmp_path / "eld.json")])
     assert (tmp_path / "eld.json").exists() and len(report["rows"]) == 1
     assert all(row["hooks_ms"] > 0 and row["backbone_s"] > 0 for row in report["rows"])
+
+
+def test_a_fen_run_is_evaluated_as_the_whole_hierarchy(tmp_path):
+    from marra.experiments.evaluate import policy_runner
+    from marra.rl import load_policy
+    from marra.rl.fen import FENRunner
+
+    config = FENConfig(period=4, max_u=0.25, total_steps=8 * 8 * 2, **TINY)
+    options = {"horizon": 8}
+    train(config, options, env="job-scheduling", out_dir=tmp_path / "fen", progress=False)
+    runner = policy_runner(tmp_path / "fen", seed=3)
+    assert isinstance(runner, FENRunner)
+    result = evaluate("job-scheduling", options, {"fen": runner}, episodes=3, seed=0)
+    assert 0.0 <= result.summary["fen"]["utilization"]["mean"] <= 1.0
+    # the plain policy file: the sub-policies, every agent on sub-policy 0
+    assert load_policy(tmp_path / "fen").algorithm == "fen"
+    (tmp_path / "fen" / "checkpoint.pt").unlink()
+    with pytest.raises(ValueError, match="played from its run's checkpoint.pt"):
+        policy_runner(tmp_path / "fen")

@@ -576,6 +576,7 @@ def evaluate(
     from marra.experiments.evaluate import (
         BaselineRunner,
         PolicyRunner,
+        policy_runner,
         write_evaluation,
     )
     from marra.experiments.evaluate import (
@@ -636,10 +637,8 @@ def evaluate(
             )
         methods["policy"] = PolicyRunner(loaded)
         if loaded.algorithm == "fen":  # the whole hierarchy, from the run's checkpoint
-            from marra.rl.fen import load_fen_runner
-
             try:
-                methods["policy"] = load_fen_runner(policy, seed=seed)  # type: ignore[arg-type]
+                methods["policy"] = policy_runner(policy, seed=seed)
             except ValueError as exc:
                 raise _fail(str(exc)) from None
     for name in dict.fromkeys(names):

@@ -38,6 +38,7 @@ __all__ = [
     "EvaluationResult",
     "evaluate",
     "PolicyRunner",
+    "policy_runner",
     "BaselineRunner",
     "RESULT_COLUMNS",
     "OUTCOME_METRICS",
@@ -85,6 +86,24 @@ class PolicyRunner:
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         return self.policy.act(obs, deterministic=True, mask=self.env.action_mask())
+
+
+def policy_runner(path: Any, seed: int = 0) -> Any:
+    """The method that plays the policy of a run (``policy.pt`` or its run folder): a
+    :class:`PolicyRunner`, or for a FEN run the whole hierarchy from its checkpoint
+    (:func:`marra.rl.fen.load_fen_runner`; its ``policy.pt`` alone holds the sub-policies).
+
+    Raises:
+        PolicyFileError, ValueError: an unusable policy file or a FEN run without checkpoint.
+    """
+    from marra.rl import load_policy
+
+    policy = load_policy(path)
+    if policy.algorithm == "fen":
+        from marra.rl.fen import load_fen_runner
+
+        return load_fen_runner(path, seed=seed)
+    return PolicyRunner(policy)
 
 
 class BaselineRunner:
