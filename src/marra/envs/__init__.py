@@ -141,6 +141,10 @@ _BUILTIN = {
         "marra.envs.voltage:VoltageEnv",
         "distribution-grid voltage control by PV inverters (MAPDN, pandapower networks)",
     ),
+    "voltage-discrete": (
+        "marra.envs.voltage_discrete:DiscreteVoltageEnv",
+        "the voltage task with a discretised set of reactive-power set-points (value learners)",
+    ),
     "vaccine": (
         "marra.envs.vaccine:VaccineEnv",
         "scarce vaccine doses in a metapopulation SEIR epidemic (paper 002 Medical, synthetic)",
