@@ -234,7 +234,27 @@ def train(
     algo: Annotated[
         str, typer.Option(help="ippo, mappo, iql, vdn, qmix, wqmix or maddpg (docs/learners.md)")
     ] = "mappo",
-    sharing: Annotated[str, typer.Option(help="parameter sharing: none, full or id")] = "full",
+    sharing: Annotated[
+        str, typer.Option(help="parameter sharing: none, full, id, psa, seps or dyps")
+    ] = "full",
+    num_groups: Annotated[
+        int | None,
+        typer.Option(help="seps: clusters [Davies-Bouldin over 2..N-1]; dyps: groups [4]"),
+    ] = None,
+    seps_pretrain_steps: Annotated[
+        int | None,
+        typer.Option(help="seps: env-steps of pretraining with one shared network [200000]"),
+    ] = None,
+    dyps_ablation: Annotated[
+        str | None, typer.Option(help="dyps: none, no-cvae, no-vlstm or no-repr [none]")
+    ] = None,
+    dyps_selector_lr: Annotated[
+        float | None, typer.Option(help="dyps: step size of the group selector [1e-4]")
+    ] = None,
+    dyps_selector_reward: Annotated[
+        str | None,
+        typer.Option(help="dyps: the selector's reward, team (total) or agent (own) [team]"),
+    ] = None,
     critic: Annotated[
         str, typer.Option(help="critic input: auto (ippo: local, mappo: state), local, state, pool")
     ] = "auto",
@@ -361,6 +381,11 @@ def train(
         "equity_alpha": equity_alpha, "equity_form": equity_form,
     }  # fmt: skip
     extra = _learner_settings(algo, equity_settings, algo_option)
+    extra.update(_sharing_settings(algo, sharing, {
+        "num_groups": num_groups, "seps_pretrain_steps": seps_pretrain_steps,
+        "dyps_ablation": dyps_ablation, "dyps_selector_lr": dyps_selector_lr,
+        "dyps_selector_reward": dyps_selector_reward,
+    }, extra))  # fmt: skip
     result = _run_training(
         env_name, options, algo=algo, sharing=sharing, critic=critic, steps=steps, seed=seed,
         num_envs=num_envs, device=device, out=out, resume=resume, overwrite=overwrite,
@@ -448,12 +473,50 @@ _OWN_FLAGS = {
 }  # fmt: skip
 
 
+#: ``marra train`` flags of the sharing schemes' config fields.
+SHARING_FLAGS = {
+    "num_groups": "--num-groups", "seps_pretrain_steps": "--seps-pretrain-steps",
+    "dyps_ablation": "--dyps-ablation", "dyps_selector_lr": "--dyps-selector-lr",
+    "dyps_selector_reward": "--dyps-selector-reward",
+}  # fmt: skip
+_OWN_FLAGS.update(SHARING_FLAGS)
+
+
+def _sharing_settings(algo: str, sharing: str, given: dict[str, Any], extra: dict[str, Any]
+                      ) -> dict[str, Any]:  # fmt: skip
+    """The sharing flags that were given, checked against the scheme that reads them."""
+    import dataclasses
+
+    from marra.rl import ALGORITHMS, SHARING_SCHEMES, PPOConfig
+
+    settings = {k: v for k, v in given.items() if v is not None}
+    scheme = SHARING_SCHEMES.get(sharing)
+    config_cls = getattr(ALGORITHMS[algo], "config_cls", None) or PPOConfig
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in settings:
+        flag = SHARING_FLAGS[key]
+        owner = "dyps" if key.startswith("dyps") else "seps" if key.startswith("seps") else None
+        if owner is None and not getattr(scheme, "takes_num_groups", False):
+            raise _fail(f"{flag}: is for --sharing seps or dyps, not {sharing}")
+        if owner is not None and sharing != owner:
+            raise _fail(f"{flag}: is for --sharing {owner}, not {sharing}")
+        if key not in fields:
+            raise _fail(f"{flag}: --algo {algo} takes no such setting")
+        if key in extra:
+            raise _fail(f"{flag}: given twice (also by --algo-option)")
+    if "num_groups" in settings and settings["num_groups"] < 1:
+        raise _fail(f"--num-groups: must be a positive integer, got {settings['num_groups']}")
+    return settings
+
+
 def _flag_message(message: str, extra: dict[str, Any]) -> str:
     """A config error naming the flag that set the field (``equity_tau: ...`` ->
     ``--equity-tau: ...``, ``welfare: ...`` -> ``--algo-option welfare: ...``)."""
     field = message.split(":", 1)[0].strip()
     if field in EQUITY_FLAGS:
         return EQUITY_FLAGS[field] + message[len(field) :]
+    if field in SHARING_FLAGS:
+        return SHARING_FLAGS[field] + message[len(field) :]
     if field in extra:
         return f"--algo-option {message}"
     return message

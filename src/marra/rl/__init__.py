@@ -10,8 +10,9 @@ Public API:
   :class:`TrainingError`.
 - :func:`compute_gae`, :func:`collect_rollout` (:mod:`marra.rl.rollout`), :func:`ppo_update`,
   :func:`build_model` (:mod:`marra.rl.ppo`): the pieces of PPO.
-- Sharing schemes (:mod:`marra.rl.sharing`): ``none``, ``full``, ``id``; :func:`make_sharing`,
-  :func:`register_sharing`.
+- Sharing schemes (:mod:`marra.rl.sharing`): ``none``, ``full``, ``id``, and ``psa``, ``seps``,
+  ``dyps`` (:mod:`marra.rl.psa`, :mod:`marra.rl.seps`, :mod:`marra.rl.dyps`);
+  :func:`make_sharing`, :func:`register_sharing`.
 - :func:`save_policy`, :func:`load_policy`, :class:`LearnedPolicy`, :class:`PolicyFileError`.
 - :func:`evaluate_policy`: one seeded episode of every environment copy under a policy.
 - Value-based learners (:mod:`marra.rl.qlearning`): :class:`QConfig` for ``iql``, ``vdn``,
@@ -20,7 +21,7 @@ Public API:
   ``maddpg`` (:mod:`marra.rl.maddpg`).
 """
 
-from . import coma, fen, soto  # noqa: F401  (register the learners)
+from . import coma, dyps, fen, psa, seps, soto  # noqa: F401  (register learners, sharing)
 from .algorithm import Algorithm, Constraint, PPOAlgorithm
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ALGORITHMS, PPOConfig

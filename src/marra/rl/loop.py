@@ -45,6 +45,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ALGORITHMS, PPOConfig
+from .grouping import GROUPS_NAME, GroupsLog
 from .policy import save_policy
 from .ppo import ActorCritic, TrainingError
 
@@ -337,7 +338,7 @@ def build_algorithm(spec: Any, config: Any, constraint: Constraint | None = None
 
 
 def _remove_run_files(out_dir: Path) -> None:
-    for name in (CHECKPOINT_NAME, POLICY_NAME, LOG_NAME):
+    for name in (CHECKPOINT_NAME, POLICY_NAME, LOG_NAME, GROUPS_NAME):
         (out_dir / name).unlink(missing_ok=True)
     shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
 
@@ -437,6 +438,9 @@ def train(
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
         algorithm = build_algorithm(spec, config, constraint)
         model = algorithm.model
+        sharing = getattr(model, "sharing", None)
+        if sharing is not None:  # the scheme reaches the learner's optimisers (SePS copies)
+            sharing.bind(algorithm)
         if algorithm.steps_per_iteration != steps_per_iteration:
             raise ValueError(
                 f"internal: {config.algo} takes {algorithm.steps_per_iteration} env-steps an "
@@ -466,6 +470,10 @@ def train(
         # TensorBoard drops events at steps >= purge_step: those after the checkpoint
         run_log = _RunLog(out_dir, columns, rows, env_steps + 1 if resume else None, notes)
         rows = list(rows)
+        groups_log = None  # groups.csv: the grouping of every iteration (SePS, DyPS)
+        if getattr(sharing, "regroups", False):
+            groups_log = GroupsLog(out_dir, state.get("groups_history") if resume else None,
+                                   state.get("groups_iterations") if resume else None)  # fmt: skip
 
         history: list[dict[str, Any]] = []
         start = time.perf_counter()
@@ -512,6 +520,8 @@ def train(
                     row["eval_s"] = time.perf_counter() - tock
                     start += row["eval_s"]  # evaluation time is not training time
                 rows.append(row)
+                if groups_log is not None:
+                    groups_log.record(iteration, sharing.groups())
                 if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
                     save_checkpoint(
                         checkpoint_path,
@@ -522,10 +532,13 @@ def train(
                         elapsed_s=row["elapsed_s"],
                         config=config.to_dict(),
                         env_settings=env_settings,
-                        extra={"env_name": env, "log_rows": rows},
-                    )
+                        extra={"env_name": env, "log_rows": rows,
+                               **(groups_log.state() if groups_log is not None else {})},
+                    )  # fmt: skip
                 history.append(row)
                 run_log.write(row)
+                if groups_log is not None:
+                    groups_log.flush()
                 if log_fn is not None:
                     log_fn(row)
                 bar.update(

@@ -446,6 +446,11 @@ class Critic(nn.Module):
       per agent, mean and max pooling (permutation-invariant, any N), an MLP; ``(...,)``, or
       ``(..., N)`` from each agent's encoding next to the pooled context.
 
+    ``shared_head=True`` (PSA sharing, :mod:`marra.rl.psa`; per-agent ``local`` or ``state``
+    critics only): next to the grouped critic ``V_{g(i)}`` a second critic ``V_shared`` of the
+    same inputs with ONE set of parameters for all agents; the value is their mean
+    ``(V_{g(i)} + V_shared) / 2`` and :meth:`value_loss` trains each critic on the targets.
+
     Outputs are in normalised value units (see :class:`ValueNorm`).
     """
 
@@ -461,12 +466,19 @@ class Critic(nn.Module):
         num_groups: int,
         identity: AgentIdentity,
         activation: str,
+        shared_head: bool = False,
     ) -> None:
         super().__init__()
         if kind not in ("local", "state", "pool"):
             raise ValueError(f"critic: 'local', 'state' or 'pool', got {kind!r}")
         self.kind = kind
         self.per_agent = bool(per_agent) or kind == "local"
+        self.shared_head = bool(shared_head)
+        if self.shared_head and (kind == "pool" or not self.per_agent):
+            raise ValueError(
+                "critic: a shared second critic (sharing 'psa') needs per-agent 'local' or "
+                f"'state' critics, got kind {kind!r}"
+            )
         self.identity = identity
         self.num_groups = int(num_groups)
         width_id = identity.width
@@ -491,6 +503,40 @@ class Critic(nn.Module):
             )  # fmt: skip
             inputs = (3 if self.per_agent else 2) * enc_out
             self.head = mlp(inputs, tuple(hidden), 1, out_gain=1.0, activation=activation)
+        if self.shared_head:  # PSA: the same inputs, one set of parameters for every agent
+            first = self.net.layers[0]
+            self.shared_net = GroupedMLP(
+                first.in_dim, (*encoder_hidden, *hidden), 1, 1, out_gain=1.0,
+                activation=activation,
+            )  # fmt: skip
+
+    def heads(
+        self, obs: torch.Tensor, state: torch.Tensor | None, groups: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PSA: ``(V_{g(i)}, V_shared)``, each ``(..., N)`` (``shared_head`` only)."""
+        if self.kind == "local":
+            joint = self.identity.append(obs)
+        else:
+            assert state is not None
+            joint = torch.cat(
+                [state.unsqueeze(-2).expand(*obs.shape[:-1], state.shape[-1]),
+                 self.identity.append(obs)], dim=-1,
+            )  # fmt: skip
+        return self.net(joint, groups).squeeze(-1), self.shared_net(joint, None).squeeze(-1)
+
+    def value_loss(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor | None,
+        groups: torch.Tensor | None,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """``0.5 mean (V - R)^2`` (paper 000 Eq. 7) on normalised ``obs`` and targets; with a
+        shared second critic the mean of both critics' losses, each regressed on ``R``."""
+        if not self.shared_head:
+            return 0.5 * ((self(obs, state, groups) - targets) ** 2).mean()
+        own, shared = self.heads(obs, state, groups)
+        return 0.25 * (((own - targets) ** 2).mean() + ((shared - targets) ** 2).mean())
 
     def forward(
         self,
@@ -499,6 +545,9 @@ class Critic(nn.Module):
         groups: torch.Tensor | None,
     ) -> torch.Tensor:
         """``obs (..., N, obs_dim)`` (already normalised), ``state (..., state_dim)``."""
+        if self.shared_head:
+            own, shared = self.heads(obs, state, groups)
+            return 0.5 * (own + shared)
         if self.kind == "local":
             return self.net(self.identity.append(obs), groups).squeeze(-1)
         if self.kind == "state":

@@ -37,6 +37,7 @@ from .sharing import SharingScheme, make_sharing
 __all__ = [
     "ActorCritic",
     "build_model",
+    "sharing_options",
     "build_agent",
     "ppo_update",
     "check_compatible",
@@ -133,6 +134,17 @@ class ActorCritic(nn.Module):
         """V in reward units."""
         return self.value_norm.denormalize(self.critic_value(obs, state, groups))
 
+    def value_loss(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor | None,
+        groups: torch.Tensor | None,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """The critic's regression loss on raw ``obs`` and normalised targets (paper 000 Eq. 7;
+        PSA: the mean of its two critics' losses, :meth:`Critic.value_loss`)."""
+        return self.critic.value_loss(self.actor.obs_norm(obs), state, groups, targets)
+
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
@@ -151,18 +163,37 @@ class ActorCritic(nn.Module):
         return super().load_state_dict(rest, strict=strict, assign=assign)
 
 
+#: The config fields a sharing scheme may read (:func:`sharing_options`).
+SHARING_FIELDS = (
+    "id_onehot_max", "id_embedding_dim", "num_groups", "seps_pretrain_steps", "dyps_ablation",
+    "dyps_selector_lr", "dyps_selector_reward", "seed", "device",
+)  # fmt: skip
+
+
+def sharing_options(config: Any, spec: EnvSpec) -> dict[str, Any]:
+    """The options of :func:`~marra.rl.sharing.make_sharing` from any learner's config (a field
+    the config lacks takes :class:`PPOConfig`'s default), plus the environment's ``spec``."""
+    defaults = PPOConfig()
+    options = {name: getattr(config, name, getattr(defaults, name)) for name in SHARING_FIELDS}
+    options["spec"] = spec
+    return options
+
+
 def build_model(spec: EnvSpec, config: PPOConfig) -> ActorCritic:
     """The actor-critic that ``config`` describes for an environment with ``spec``.
 
     Raises:
-        CompatibilityError: see :func:`check_compatible`.
+        CompatibilityError: see :func:`check_compatible`; also sharing ``psa`` with the
+            ``pool`` critic (PSA needs per-agent critics).
     """
     check_compatible(config, spec)
     n = spec.num_agents
-    sharing = make_sharing(
-        config.sharing, n, id_onehot_max=config.id_onehot_max,
-        id_embedding_dim=config.id_embedding_dim,
-    )  # fmt: skip
+    sharing = make_sharing(config.sharing, n, **sharing_options(config, spec))
+    if sharing.shared_critic and config.critic_kind == "pool":
+        raise CompatibilityError(
+            f"sharing {config.sharing!r} gives every agent its own critic next to a shared one; "
+            "the 'pool' critic has no per-agent parameters (use critic 'local' or 'state')"
+        )
     action = spec.action
     center, scale = action_scaling(config, spec)
     actor = Actor(
@@ -179,7 +210,7 @@ def build_model(spec: EnvSpec, config: PPOConfig) -> ActorCritic:
         action_center=center,
     )
     kind = config.critic_kind
-    team_value = spec.reward == "team" and kind != "local"
+    team_value = spec.reward == "team" and kind != "local" and not sharing.shared_critic
     critic = Critic(
         spec.obs_dim,
         spec.state_dim,
@@ -190,6 +221,7 @@ def build_model(spec: EnvSpec, config: PPOConfig) -> ActorCritic:
         num_groups=sharing.num_groups,
         identity=AgentIdentity(sharing.identity, n, sharing.id_dim or 16),
         activation=config.activation,
+        shared_head=sharing.shared_critic,
     )
     return ActorCritic(
         actor, critic, sharing, norm_value=config.norm_value, team_value=team_value,
@@ -231,6 +263,7 @@ def ppo_update(
         L^CLIP = mean_{s,i} min(r_i A_{s,i}, clip(r_i, 1-eps, 1+eps) A_{s,i})   # paper 000 Eq. (5)
         r_i = exp(log pi(a_i|o_i) - log pi_old(a_i|o_i)), one ratio per agent i,
         L^VF = 0.5 mean_s (V(s) - R_s)^2                                       # paper 000 Eq. (7)
+        (sharing ``psa``: the mean of L^VF over its two critics, :meth:`ActorCritic.value_loss`)
     and one Adam step on it (Eq. 6 for the actor, Eq. 7 for the critic), after clipping the
     actor's and the critic's gradient norms separately to ``max_grad_norm``.
 
@@ -277,8 +310,7 @@ def ppo_update(
             policy_loss = -torch.min(surrogate, clipped).mean()
             # critic regression onto the returns, paper 000 Eq. (7)
             mb_state = None if state is None else state[idx]
-            value = model.critic_value(obs[idx], mb_state, groups)
-            value_loss = 0.5 * ((value - value_targets[idx]) ** 2).mean()
+            value_loss = model.value_loss(obs[idx], mb_state, groups, value_targets[idx])
             loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss
             if not torch.isfinite(loss):
                 raise TrainingError(

@@ -13,7 +13,9 @@ appended to each agent's input. The PPO math never sees it: the grouped networks
 
 Schemes whose grouping changes during training (selective sharing after a pretraining phase,
 dynamic regrouping every episode) implement the hooks :meth:`SharingScheme.before_iteration` and
-:meth:`SharingScheme.after_rollout`; register them with :func:`register_sharing`.
+:meth:`SharingScheme.after_rollout`; register them with :func:`register_sharing`. ``psa``
+(:mod:`marra.rl.psa`), ``seps`` (:mod:`marra.rl.seps`) and ``dyps`` (:mod:`marra.rl.dyps`) are
+registered that way (``docs/sharing.md``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ class SharingScheme:
 
     name: ClassVar[str] = "base"
     any_num_agents: ClassVar[bool] = False
+    regroups: ClassVar[bool] = False
+    """The grouping may change during training (the loop logs it to ``groups.csv``)."""
+    shared_critic: ClassVar[bool] = False
+    """Per-agent critics get a second, shared critic next to them (PSA)."""
+    takes_num_groups: ClassVar[bool] = False
+    """The scheme reads the ``num_groups`` option (``--num-groups``)."""
 
     def __init__(self, num_agents: int, **options: Any) -> None:
         if num_agents < 1:
@@ -63,6 +71,10 @@ class SharingScheme:
     def groups(self, device: torch.device | str = "cpu") -> torch.Tensor | None:
         """``(num_agents,)`` int64 group of every agent, or None for the identity mapping."""
         return None if self._groups is None else self._groups.to(device)
+
+    def bind(self, learner: Any) -> None:
+        """Called once by the training loop with the learner (its optimisers), before any
+        iteration and before a resume loads the checkpoint."""
 
     def before_iteration(self, iteration: int, learner: Any) -> None:
         """Called before each iteration's rollout (may change the grouping)."""
