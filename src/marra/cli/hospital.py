@@ -111,6 +111,16 @@ def recommend(
         str | None,
         typer.Option(help="nwo/hybrid only: none (paper 000, the default) or target"),
     ] = None,
+    max_mre: Annotated[
+        float | None,
+        typer.Option(
+            "--max-mre",
+            help="qp only: the plan nearest the targets whose coverage has normalised MRE "
+            "(H/N, tolerance --tau) at most this value, with its price of equity; needs "
+            'pip install "marra[equity]"',
+            metavar="EPS",
+        ),
+    ] = None,
 ) -> None:
     """Recommend who should lend how many staff to whom, with before/after metrics."""
     from marra.hospital.network import InfeasibleError, NetworkError
@@ -125,6 +135,13 @@ def recommend(
     cap = parse_budget(budget, integer=integer)
     if not (math.isfinite(tau) and tau >= 0):
         raise _fail(f"--tau: must be a non-negative number, got {tau:g}")
+    if max_mre is not None:
+        if strategy != "qp":
+            raise _fail(
+                f"--max-mre: only --strategy qp takes an equity bound, not --strategy {strategy}"
+            )
+        if not (math.isfinite(max_mre) and max_mre >= 0):
+            raise _fail(f"--max-mre: must be a non-negative number, got {max_mre:g}")
     if weights is not None:
         if weights not in WEIGHTS:
             raise _fail(f"--weights: must be one of {', '.join(WEIGHTS)}, got {weights!r}")
@@ -143,15 +160,22 @@ def recommend(
         options["weights"] = weights or "none"
     transfer_budget = None if cap is None or math.isinf(cap) else cap
     started = time.perf_counter()
+    equity: Any = None
     try:
-        allocation = allocate(
-            network,
-            strategy,
-            transfer_budget=transfer_budget,
-            integer=integer,
-            shortfall=shortfall,
-            **options,
-        )
+        if max_mre is None:
+            allocation = allocate(
+                network,
+                strategy,
+                transfer_budget=transfer_budget,
+                integer=integer,
+                shortfall=shortfall,
+                **options,
+            )
+        else:
+            equity = _allocate_within_mre(
+                network, max_mre, tau, transfer_budget, integer=integer, shortfall=shortfall
+            )
+            allocation = equity.allocation
     except InfeasibleError as exc:
         raise _fail(str(exc), EXIT_INFEASIBLE) from None
     except (NetworkError, ValueError) as exc:
@@ -198,6 +222,9 @@ def recommend(
         }
         if strategy in WEIGHTED_STRATEGIES:
             payload["weights"] = options["weights"]
+        if equity is not None:
+            payload["max_mre"] = max_mre
+            payload["price_of_equity"] = _price_of_equity(equity)
         sys.stdout.write(json.dumps(payload, allow_nan=False, ensure_ascii=False) + "\n")
         return
 
@@ -212,6 +239,8 @@ def recommend(
         f"{_fmt(network.target.sum())}"
     )
     weighting = f", weights {options['weights']}" if strategy in WEIGHTED_STRATEGIES else ""
+    if equity is not None:
+        weighting += f", normalised MRE of coverage <= {max_mre:g} (tau {tau:g})"
     console.print(
         f"strategy [bold]{strategy}[/] ({STRATEGY_HELP[strategy]}{weighting}); {cap_text}; "
         f"{'whole staff' if integer else 'fractional staff'}; "
@@ -225,6 +254,8 @@ def recommend(
     for key, label in TABLE_METRICS:
         table.add_row(label, _fmt(before[key]), _fmt(after[key]))
     console.print(table)
+    if equity is not None:
+        _print_price_of_equity(equity)
     _print_equity(network, allocation, tau, mre)
     if out is not None:
         console.print(
@@ -240,6 +271,75 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _allocate_within_mre(
+    network: Any,
+    max_mre: float,
+    tau: float,
+    transfer_budget: float | None,
+    *,
+    integer: bool,
+    shortfall: bool,
+) -> Any:
+    """``recommend --max-mre``: the equity-bounded QP; an unmeetable bound exits 3 naming the
+    smallest one, a missing solver exits 2 with the install line."""
+    try:
+        from marra.hospital.strategies.equity import MREInfeasibleError, allocate_within_mre
+
+        return allocate_within_mre(
+            network,
+            max_mre,
+            tau=tau,
+            transfer_budget=transfer_budget,
+            integer=integer,
+            shortfall=shortfall,
+        )
+    except ImportError as exc:
+        raise _fail(f"--max-mre: {exc}") from None
+    except MREInfeasibleError as exc:
+        message = str(exc).removeprefix("max_mre: ")
+        raise _fail(
+            f"--max-mre {max_mre:g}: {message} (use --max-mre {exc.smallest:g} or more)",
+            EXIT_INFEASIBLE,
+        ) from None
+
+
+def _price_of_equity(equity: Any) -> dict[str, Any]:
+    """The JSON ``price_of_equity`` object: both plans' MAE, squared deviation and MRE."""
+    return {
+        "mae": _num(equity.mae),
+        "mae_without_bound": _num(equity.mae_unconstrained),
+        "mae_increase": _num(equity.price_of_equity),
+        "squared_deviation": _num(equity.squared_deviation),
+        "squared_deviation_without_bound": _num(equity.squared_deviation_unconstrained),
+        "mre_normalised": _num(equity.mre_normalised),
+        "mre_normalised_without_bound": _num(equity.mre_normalised_unconstrained),
+        "method": equity.method,
+    }
+
+
+def _print_price_of_equity(equity: Any) -> None:
+    table = Table(
+        title=f"Price of equity (normalised MRE <= {equity.max_mre:g})", title_justify="left"
+    )
+    table.add_column("metric")
+    table.add_column("qp without bound", justify="right")
+    table.add_column("qp with bound", justify="right")
+    table.add_column("change", justify="right")
+    rows = (
+        ("MAE to target", equity.mae_unconstrained, equity.mae),
+        ("sum (y - t)^2", equity.squared_deviation_unconstrained, equity.squared_deviation),
+        ("MRE / N (coverage)", equity.mre_normalised_unconstrained, equity.mre_normalised),
+    )
+    for label, without, with_bound in rows:
+        digits = 5 if label.startswith("MRE") else 3
+        change = with_bound - without
+        shown = f"{int(change):+,}" if float(change).is_integer() else f"{change:+,.{digits}f}"
+        table.add_row(label, _fmt(without, digits), _fmt(with_bound, digits), shown)
+    console.print(table)
+    if equity.method == "unconstrained":
+        console.print("The plan without the bound already meets it: equity costs nothing here.")
 
 
 def _write_allocation_csv(network: Any, allocation: Any, path: Path, *, integer: bool) -> None:

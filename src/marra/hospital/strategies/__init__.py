@@ -2,7 +2,9 @@
 
 Every allocator is called the same way, ``allocate(network, strategy, *, transfer_budget=None,
 integer=True, shortfall=False, **options) -> y``; ``plan(network, y)`` then says who sends how
-many staff to whom. Definitions and formulas: ``docs/strategies.md``.
+many staff to whom. ``allocate_within_mre(network, max_mre, tau=...)`` (or
+``MREConstrainedQP(max_mre, tau).allocate(network, ...)``) is the QP with a bound on the
+normalised MRE of coverage. Definitions and formulas: ``docs/strategies.md``.
 """
 
 from marra.hospital.strategies.allocators import (
@@ -22,6 +24,13 @@ from marra.hospital.strategies.allocators import (
     progressive_tax,
     shortfall_spread,
     water_fill,
+)
+from marra.hospital.strategies.equity import (
+    EquityPlan,
+    MREConstrainedQP,
+    MREInfeasibleError,
+    allocate_within_mre,
+    smallest_max_mre,
 )
 from marra.hospital.strategies.integer import (
     quadratic_marginal_cost,
@@ -54,4 +63,9 @@ __all__ = [
     "haversine_km",
     "plan",
     "write_plan_csv",
+    "EquityPlan",
+    "MREConstrainedQP",
+    "MREInfeasibleError",
+    "allocate_within_mre",
+    "smallest_max_mre",
 ]
