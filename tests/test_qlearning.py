@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from marra.envs.base import ActionSpec, EnvSpec, MultiAgentEnv
+from marra.envs.matrix_games import MatrixGame, TwoStepGame
 from marra.rl import (
     ALGORITHMS,
     CheckpointError,
@@ -33,76 +34,6 @@ ROLES = {"num_agents": 8, "num_roles": 4, "horizon": 10}
 
 
 # --------------------------------------------------------------------------- tiny envs
-class TwoStepGame(MultiAgentEnv):
-    """The two-step game of the QMIX paper (Rashid et al. 2018, section 6.1): agent 0's first
-    action picks the second state (2A: every joint action pays 7; 2B: [[0, 1], [1, 8]]); agent
-    1's first action does nothing; the episode ends after the second step. Both agents see the
-    one-hot of the state. The optimum is 8 (B, then B/B)."""
-
-    PAYOFF = torch.tensor([[[7.0, 7.0], [7.0, 7.0]], [[0.0, 1.0], [1.0, 8.0]]])
-
-    def __init__(self, *, num_envs=1, device="cpu", seed=None, autoreset=False):
-        super().__init__(num_envs=num_envs, device=device, seed=seed, autoreset=autoreset)
-        self._spec = EnvSpec(name="two-step", num_agents=2, agent_ids=("a", "b"), obs_dim=3,
-                             state_dim=3, action=ActionSpec.discrete(2), horizon=2,
-                             reward="team")  # fmt: skip
-        self.where = torch.zeros(num_envs, dtype=torch.int64)  # 0: first state, 1: 2A, 2: 2B
-
-    @property
-    def spec(self):
-        return self._spec
-
-    def _reset_copies(self, rows, seeds):
-        self.where = self.where.clone()
-        self.where[torch.as_tensor(rows)] = 0
-
-    def _transition(self, actions):
-        first = self.where == 0
-        game = (self.where - 1).clamp_min(0)
-        paid = self.PAYOFF[game, actions[:, 0], actions[:, 1]]
-        reward = torch.where(first, 0.0, paid)
-        self.where = torch.where(first, 1 + actions[:, 0], self.where)
-        return reward.unsqueeze(-1).expand(-1, 2), ~first, {}
-
-    def _observe(self):
-        onehot = torch.nn.functional.one_hot(self.where, 3).float()
-        return onehot.unsqueeze(1).expand(-1, 2, 3).contiguous()
-
-    def state(self):
-        return torch.nn.functional.one_hot(self.where, 3).float()
-
-
-class MatrixGame(MultiAgentEnv):
-    """One step of a 2-agent cooperative matrix game (default: WQMIX paper's Figure 1 game,
-    payoff 8 at (0, 0), -12 where one agent plays 0 alone, else 0)."""
-
-    PAYOFF = torch.tensor([[8.0, -12.0, -12.0], [-12.0, 0.0, 0.0], [-12.0, 0.0, 0.0]])
-
-    def __init__(self, *, num_envs=1, device="cpu", seed=None, autoreset=False):
-        super().__init__(num_envs=num_envs, device=device, seed=seed, autoreset=autoreset)
-        self._spec = EnvSpec(name="matrix", num_agents=2, agent_ids=("a", "b"), obs_dim=1,
-                             state_dim=1, action=ActionSpec.discrete(3), horizon=1,
-                             reward="team")  # fmt: skip
-
-    @property
-    def spec(self):
-        return self._spec
-
-    def _reset_copies(self, rows, seeds):
-        pass
-
-    def _transition(self, actions):
-        reward = self.PAYOFF[actions[:, 0], actions[:, 1]]
-        done = torch.ones(self.num_envs, dtype=torch.bool)
-        return reward.unsqueeze(-1).expand(-1, 2), done, {}
-
-    def _observe(self):
-        return torch.ones(self.num_envs, 2, 1)
-
-    def state(self):
-        return torch.ones(self.num_envs, 1)
-
-
 class Masked(MultiAgentEnv):
     """3 agents, 4 actions; at step t agent i may use actions 0..(t + i) % 4 only (the env
     raises on a masked action); reward = the action index (so the unmasked optimum is 3)."""
