@@ -677,14 +677,14 @@ def run_cell(cell: Cell, root: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
-    from marra.experiments.evaluate import BaselineRunner, PolicyRunner, evaluate
+    from marra.experiments.evaluate import BaselineRunner, evaluate, policy_runner
 
     start, cpu_start = time.perf_counter(), time.process_time()
     resumed = False
     train_s = 0.0
     env_steps = 0
     if cell.train is not None:
-        from marra.rl import load_policy, train
+        from marra.rl import train
         from marra.rl.loop import CHECKPOINT_NAME, POLICY_NAME
 
         config = config_class(cell.train.get("algo")).from_dict(cell.train)
@@ -693,7 +693,7 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
                         overwrite=not resumed, progress=False)  # fmt: skip
         train_s = time.perf_counter() - start
         env_steps = trained.env_steps
-        runner: Any = PolicyRunner(load_policy(folder / POLICY_NAME))
+        runner: Any = policy_runner(folder / POLICY_NAME, seed=cell.seed)  # FEN: the hierarchy
         label = "policy"
     else:
         runner = BaselineRunner(str(cell.baseline), seed=cell.seed)
