@@ -250,8 +250,8 @@ class GroupSelector(nn.Module):
         if self.uses_cvae:
             assert z is not None
             keys = self.agent_keys
-            if self.uses_repr:
-                keys = keys + self.representation(h) @ self.repr_weight
+            if self.uses_repr:  # divided by its width: each part of W moves the logits alike
+                keys = keys + self.representation(h) @ self.repr_weight / h.shape[-1]
             return keys @ z.T
         return self.mlp(self._features(self.identity, h))
 

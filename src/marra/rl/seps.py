@@ -37,7 +37,10 @@ from torch import nn
 from .grouping import copy_group_slots, group_parameters, optimizers_of, trajectories
 from .sharing import SharingError, SharingScheme, register_sharing
 
-__all__ = ["SePSSharing", "EncoderVAE", "choose_num_clusters", "cluster_agents"]
+__all__ = ["SePSSharing", "EncoderVAE", "choose_num_clusters", "cluster_agents", "VAE_STEPS"]
+
+#: Minibatches the VAE trains for (the default of ``SePSSharing(vae_steps=...)``).
+VAE_STEPS = 2000
 
 
 def _sklearn() -> Any:
@@ -154,7 +157,7 @@ class SePSSharing(SharingScheme):
         kl_weight: float = 1e-4,
         vae_lr: float = 3e-4,
         vae_batch: int = 128,
-        vae_steps: int = 2000,
+        vae_steps: int | None = None,
         **_: Any,
     ) -> None:
         super().__init__(num_agents)
@@ -185,7 +188,8 @@ class SePSSharing(SharingScheme):
         self.pretrain_steps = int(seps_pretrain_steps)
         self.samples_per_agent = int(samples_per_agent)
         self.z_features, self.kl_weight = int(z_features), float(kl_weight)
-        self.vae_lr, self.vae_batch, self.vae_steps = float(vae_lr), int(vae_batch), int(vae_steps)
+        self.vae_lr, self.vae_batch = float(vae_lr), int(vae_batch)
+        self.vae_steps = int(VAE_STEPS if vae_steps is None else vae_steps)
         self.vae_losses: list[float] = []
         self.seed = int(seed)
         seq = np.random.SeedSequence([self.seed, 0x5E95])
