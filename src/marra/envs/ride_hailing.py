@@ -631,7 +631,7 @@ class RideHailingEnv(MultiAgentEnv):
         if not active.numel():
             return served.view(e, n, w)
         valid = self.order_valid.view(e * n, s)[active, :w]  # (R, w)
-        row_scores = scores.view(e * n, s + 1)[active, : w + 1]
+        row_scores = scores.reshape(e * n, s + 1)[active, : w + 1]  # any strides
         stay, order_scores = row_scores[:, :1], row_scores[:, 1:]
         drivers = available.view(-1)[active].unsqueeze(1)
         if self.dispatch == "topk":
