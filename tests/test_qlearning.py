@@ -315,6 +315,8 @@ RUNS = [
     ("vdn", "id", TINY_Q.replace(algo="vdn", sharing="id"), "roles", ROLES, None),
     ("qmix", "full", TINY_Q.replace(algo="qmix"), "roles", ROLES, None),
     ("wqmix", "id", TINY_Q.replace(algo="wqmix", sharing="id"), "roles", ROLES, None),
+    ("wqmix", "eld", TINY_Q.replace(algo="wqmix", equity="eld", dual_lr=10.0, dual_every=8),
+     "roles", ROLES, None),
     ("maddpg", "full", TINY_DDPG, "target", {}, _factory(Target)),
     ("maddpg", "none", TINY_DDPG.replace(sharing="none"), "target", {"reward": "agent"},
      _factory(Target)),
@@ -413,6 +415,35 @@ def test_constraint_signals_are_stored_with_the_episode_and_shape_the_targets(tm
     result = train(TINY_Q.replace(algo="vdn"), ROLES, env="roles", out_dir=tmp_path,
                    progress=False, constraint=constraint)  # fmt: skip
     assert constraint.seen == 4 and result.iterations == 4
+
+
+@pytest.mark.parametrize("algo, form", [("iql", "fd"), ("qmix", "ctde")])
+def test_eld_signals_are_computed_at_collection_and_stored_at_each_episodes_end(algo, form):
+    """Paper 003 section 4.2 for replay-based learners: the reducer's s_i (FD, IQL) or H/N
+    (CTDE, the mixing learners) is stored with the episode at its last step; the TD targets
+    use r - lambda c with the current lambda; the dual step raises lambda above 0."""
+    from marra.rl.eld import ELD, reduce_outcomes
+    from marra.rl.loop import make_training_env
+    from marra.rl.qlearning import ReplayELD
+
+    config = TINY_Q.replace(algo=algo, sharing="id", equity="eld", dual_lr=10.0, dual_every=8)
+    env = make_training_env("roles", ROLES, config)
+    learner = build_algorithm(env.spec, config)
+    assert isinstance(learner.constraint, ELD) and isinstance(learner.signals, ReplayELD)
+    assert learner.constraint.form == form
+    stats = learner.iteration(env, 1, 4, torch.Generator().manual_seed(0))
+    cost = learner.buffer.signals["eld_cost"][:8]  # (E, T, N): zero before the last step
+    assert cost[:, :-1].abs().max() == 0.0
+    returns = learner.buffer.rewards[:8].sum(dim=1)  # roles: the outcome is the return
+    equity = reduce_outcomes(returns, config.equity_tau)
+    expected = equity.signal if form == "fd" else equity.mre_normalised.unsqueeze(-1).expand(-1, 8)
+    torch.testing.assert_close(cost[:, -1], expected.to(cost))
+    assert stats["eld_lambda"] > 0.0  # 8 episodes: one dual step, and roles is unequal early
+    batch = learner.buffer.sample(64, torch.Generator().manual_seed(1))
+    shaped = learner.signals.shape_rewards(batch.rewards, batch)
+    torch.testing.assert_close(
+        shaped, batch.rewards - stats["eld_lambda"] * batch.signals["eld_cost"]
+    )
 
 
 # --------------------------------------------------------------------------- capabilities

@@ -46,6 +46,7 @@ from .qlearning import (
     _widths,
     check_replay_memory,
     replay_constraint,
+    standardise,
 )
 from .replay import EpisodeBuffer, buffer_bytes, check_segment, collect_segment, gradient_steps
 from .rollout import iteration_seed
@@ -99,6 +100,9 @@ class MADDPGConfig(_ConfigMixin):
     every gradient step."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip, for the actors and the critics separately."""
+    reward_normalisation: bool = False
+    """Standardise the rewards of every sampled batch before the critic targets (MAPDN's
+    ``reward_normalisation``)."""
     buffer_episodes: int = 500
     """Replay capacity in segments (whole episodes by default) of one copy."""
     batch_size: int = 256
@@ -110,6 +114,10 @@ class MADDPGConfig(_ConfigMixin):
     exploration_noise: float = 0.1
     """Standard deviation of the Gaussian exploration noise, in policy units (the action range
     is ``[-1, 1]`` there)."""
+    action_l2: float = 1e-3
+    """Weight of the mean squared pre-``tanh`` output in the actor's loss (the regulariser of
+    the MADDPG authors' code, 1e-3): keeps the actors out of ``tanh``'s flat ends, where their
+    gradient vanishes."""
 
     # --- networks -------------------------------------------------------------------------------
     hidden: tuple[int, ...] = (64, 64)
@@ -139,6 +147,8 @@ class MADDPGConfig(_ConfigMixin):
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau: must lie in (0, 1], got {self.tau!r}")
+        if not self.action_l2 >= 0.0:
+            raise ValueError(f"action_l2: must be >= 0, got {self.action_l2!r}")
         if not self.exploration_noise >= 0.0:
             raise ValueError(f"exploration_noise: must be >= 0, got {self.exploration_noise!r}")
         _widths(self, "hidden")
@@ -155,8 +165,12 @@ class DeterministicActor(Actor):
 
     squash = "tanh"
 
+    def pre_activation(self, obs: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+        """The network's output before ``tanh``, ``(..., N, action_dim)``."""
+        return self.body(self.features(obs), groups)
+
     def forward(self, obs: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
-        return torch.tanh(self.body(self.features(obs), groups))
+        return torch.tanh(self.pre_activation(obs, groups))
 
 
 class JointCritic(nn.Module):
@@ -271,7 +285,8 @@ class MADDPG(Algorithm):
     ) -> None:
         _check_maddpg_compatible(config, spec)
         self.spec, self.config = spec, config
-        self.constraint = replay_constraint(constraint, config.algo)
+        self.constraint = constraint  # as given (the loop checks that it was taken)
+        self.signals = replay_constraint(constraint, config.algo)
         self.rollout_steps = int(config.rollout_steps or spec.horizon)
         self.steps_per_iteration = self.rollout_steps * config.num_envs
         if config.buffer_episodes < config.num_envs:
@@ -331,9 +346,9 @@ class MADDPG(Algorithm):
                 seed=iteration_seed(config.seed, iteration), with_state=True,
             )  # fmt: skip
         check_segment(segment, iteration)
-        if self.constraint is not None:
-            segment.signals = dict(self.constraint.signals(segment))
-            self.constraint.observe(segment)
+        if self.signals is not None:  # computed at collection, stored with the episode
+            segment.signals = dict(self.signals.signals(segment))
+            self.signals.observe(segment)
         sharing_stats = model.sharing.after_rollout(segment, model)
         self.buffer.add(segment)
         if self.updates == 0:  # statistics of the experience before learning, then frozen
@@ -352,7 +367,7 @@ class MADDPG(Algorithm):
                     totals[key] = totals.get(key, 0.0) + value
             stats = {key: value / count for key, value in totals.items()}
             stats["gradient_steps"] = float(count)
-        constraint_stats = self.constraint.update(iteration) if self.constraint else {}
+        constraint_stats = self.signals.update(iteration) if self.signals else {}
         return {
             "rollout_s": rollout_s,
             "update_s": time.perf_counter() - tick - rollout_s,
@@ -370,8 +385,10 @@ class MADDPG(Algorithm):
         config, model, target = self.config, self.model, self.target
         batch = self.buffer.sample(config.batch_size, generator)
         rewards = batch.rewards
-        if self.constraint is not None:
-            rewards = self.constraint.shape_rewards(rewards, batch)
+        if self.signals is not None:
+            rewards = self.signals.shape_rewards(rewards, batch)
+        if config.reward_normalisation:
+            rewards = standardise(rewards)
         team = model.critic.team
         groups = model.groups(batch.obs.device)
         assert batch.state is not None and batch.next_state is not None
@@ -393,9 +410,10 @@ class MADDPG(Algorithm):
         nn.utils.clip_grad_norm_(model.critic.parameters(), config.max_grad_norm)
         self.critic_optimizer.step()
 
-        policy_action = model.actor(batch.obs, groups)
+        pre = model.actor.pre_activation(batch.obs, groups)
+        policy_action = torch.tanh(pre)
         q_policy = model.critic(state, policy_action, obs, groups, own_gradient_only=not team)
-        actor_loss = -q_policy.mean()
+        actor_loss = -q_policy.mean() + config.action_l2 * pre.square().mean()
         if not (torch.isfinite(critic_loss) and torch.isfinite(actor_loss)):
             raise TrainingError(
                 f"non-finite loss at gradient step {self.updates + 1} (critic "
@@ -426,7 +444,7 @@ class MADDPG(Algorithm):
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
             "updates": self.updates,
-            "constraint": self.constraint.state_dict() if self.constraint else {},
+            "constraint": self.signals.state_dict() if self.signals else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -436,8 +454,8 @@ class MADDPG(Algorithm):
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.buffer.load_state_dict(state["buffer"])
         self.updates = int(state["updates"])
-        if self.constraint is not None:
-            self.constraint.load_state_dict(state.get("constraint", {}))
+        if self.signals is not None:
+            self.signals.load_state_dict(state.get("constraint", {}))
 
 
 def build_maddpg(spec: EnvSpec, config: Any, constraint: Constraint | None) -> MADDPG:

@@ -58,6 +58,7 @@ from .ppo import CompatibilityError, TrainingError
 from .replay import (
     EpisodeBuffer,
     ReplaySignals,
+    Segment,
     buffer_bytes,
     check_segment,
     collect_segment,
@@ -77,6 +78,8 @@ __all__ = [
     "Q_ALGORITHMS",
     "check_replay_memory",
     "replay_constraint",
+    "standardise",
+    "ReplayELD",
 ]
 
 #: The value-based learners and whether their mixer reads ``env.state()``.
@@ -192,6 +195,10 @@ class QConfig(_ConfigMixin):
     """Adam step size of every network (agents, mixer, central Q)."""
     max_grad_norm: float = 10.0
     """Gradient-norm clip over all parameters."""
+    reward_normalisation: bool = False
+    """Standardise the rewards of every sampled batch (mean 0, standard deviation 1) before the
+    TD targets, as MAPDN's ``reward_normalisation`` (its default): the targets lose the large
+    common offset of always-negative rewards."""
 
     # --- replay ---------------------------------------------------------------------------------
     buffer_episodes: int = 1000
@@ -234,7 +241,41 @@ class QConfig(_ConfigMixin):
     id_embedding_dim: int = 16
     """``sharing="id"``: width of the learned identity embedding."""
 
+    # --- equity constraint (ELD for replay-based learners, :class:`ReplayELD`) -------------
+    equity: str = "none"
+    """``"eld"``: ELD (paper 003 section 4.2) with its signals stored with each episode
+    (:class:`ReplayELD`); the fields below mean what they mean in :class:`marra.rl.PPOConfig`."""
+    equity_tau: float = 0.1
+    """ELD: tolerance band tau of the excess (paper 003 Eq. 2)."""
+    equity_budget: float = 0.0
+    """ELD: the budget epsilon of the normalised MRE H/N (paper 003 Eq. 8)."""
+    dual_lr: float = 1.0
+    """ELD: step size of the dual ascent (paper 003 Eq. 10)."""
+    dual_every: int = 16
+    """ELD: K, finished episodes per dual step."""
+    lambda_max: float = 12.0
+    """ELD: the cap of the dual variable."""
+    equity_alpha: float = 0.0
+    """ELD: the centred identity term's weight; must be 0 here (it is a statistic of an
+    on-policy rollout)."""
+    equity_form: str = "auto"
+    """ELD: ``"fd"`` (each agent's signal ``s_i`` is its cost), ``"ctde"`` (the team's ``H/N``
+    is every agent's cost), ``"auto"``: ``fd`` for iql, ``ctde`` for the mixing learners."""
+
+    @property
+    def critic_kind(self) -> str:
+        """``"local"`` for IQL, ``"state"`` for the mixing learners (ELD's ``auto`` form)."""
+        return "local" if self.algo == "iql" else "state"
+
     def __post_init__(self) -> None:
+        from .config import PPOConfig
+
+        PPOConfig._check_equity(self)  # type: ignore[arg-type]  (the same fields, one check)
+        if self.equity_alpha != 0.0:
+            raise ValueError(
+                "equity_alpha: must be 0 for a replay-based learner (the centred term is a "
+                f"batch statistic of on-policy rollouts), got {self.equity_alpha!r}"
+            )
         _check_run_fields(self, tuple(Q_ALGORITHMS))
         for name in ("target_update_every", "buffer_episodes", "batch_size",
                      "mixing_embed_dim", "hypernet_embed", "central_embed_dim", "id_onehot_max",
@@ -364,6 +405,11 @@ class QModel(SharingStateMixin):
         return self.central(self.actor.obs_norm(obs), groups)
 
 
+def standardise(rewards: torch.Tensor) -> torch.Tensor:
+    """``(r - mean) / std`` over the whole batch (``std`` floored at 1e-8)."""
+    return (rewards - rewards.mean()) / rewards.std().clamp_min(1e-8)
+
+
 def check_replay_memory(nbytes: int, device: str, what: str) -> None:
     """Refuse a replay buffer that would not fit in the device's memory (before allocating)."""
     from .loop import MemoryEstimateError
@@ -430,16 +476,106 @@ def build_q_model(spec: EnvSpec, config: QConfig) -> QModel:
     return model.to(config.device)
 
 
+def _episode_ends(segment: Segment) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(outcomes (K, N), copies (K,), steps (K,))`` of the episodes that ended in
+    ``segment``, in the order :class:`~marra.rl.rollout.EpisodeStats` recorded them (by step,
+    then copy)."""
+    if not segment.episode_outcomes:
+        return None
+    done = segment.dones > 0  # (E, T)
+    copies, steps = [], []
+    for t in range(done.shape[1]):  # a loop over steps, not over copies
+        rows = done[:, t].nonzero().squeeze(-1)
+        if rows.numel():
+            copies.append(rows.cpu())
+            steps.append(torch.full((rows.numel(),), t, dtype=torch.int64))
+    outcomes = torch.cat(segment.episode_outcomes, dim=0)
+    if not copies or sum(len(c) for c in copies) != outcomes.shape[0]:
+        raise TrainingError("internal: episode outcomes do not match the segment's ends")
+    return outcomes, torch.cat(copies), torch.cat(steps)
+
+
+class ReplayELD(ReplaySignals):
+    """ELD (paper 003 section 4.2) for replay-based learners, on :class:`marra.rl.eld.ELD`'s
+    reducer, dual step and state.
+
+    Paper 003: "for replay-based training, signals are computed at collection time and stored
+    with the episode for consistent off-policy updates". At collection, the episode reducer
+    (:func:`marra.rl.eld.reduce_outcomes`) turns each finished episode's outcomes into its
+    identity signals ``s_i`` (Eq. 11) and ``H/N``; the cost ``c`` is stored with the episode at
+    its last step: ``s_i`` for agent ``i`` (FD form) or ``H/N`` for every agent (CTDE form), so
+    that its discounted sum from step ``t`` is ``G^id_t = gamma^(T-1-t) s_i`` (``G^eq_t``;
+    Eq. 12b-c). Every sampled batch is shaped with the current dual variable,
+    ``r - lambda c``, so the utilities learn the Lagrangian ``Q^eff - lambda Q^eq`` (the value
+    analogue of Eq. 13; a TD target is not a score-function estimate, so no baseline is
+    needed). The dual ascent (Eq. 10) runs every ``K`` finished episodes, as
+    :meth:`marra.rl.eld.ELD.update`, whose log values (``eld_*``) it returns.
+    """
+
+    name = "eld"
+
+    def __init__(self, eld: Any) -> None:
+        self.eld = eld
+        self._episodes: Any = None
+
+    def signals(self, segment: Segment) -> dict[str, torch.Tensor]:
+        from .eld import reduce_outcomes
+
+        cost = torch.zeros_like(segment.rewards)  # (E, T, N)
+        self._episodes = None
+        ends = _episode_ends(segment)
+        if ends is not None:
+            outcomes, copies, steps = ends
+            self._episodes = reduce_outcomes(outcomes, self.eld.tau)
+            if self.eld.form == "fd":
+                value = self._episodes.signal
+            else:
+                value = self._episodes.mre_normalised.unsqueeze(-1).expand(-1, cost.shape[-1])
+            cost[copies.to(cost.device), steps.to(cost.device)] = value.to(cost)
+        return {"eld_cost": cost}
+
+    def observe(self, segment: Segment) -> None:
+        # the reducer's output, for ELD's dual step and logs (its own rollout hook is PPO's)
+        self.eld._episodes, self.eld._ends = self._episodes, None
+        if self._episodes is not None:
+            self.eld.pending.extend(self._episodes.mre_normalised.tolist())
+
+    def shape_rewards(self, rewards: torch.Tensor, batch: Any) -> torch.Tensor:
+        if self.eld.lam == 0.0:
+            return rewards
+        return rewards - self.eld.lam * batch.signals["eld_cost"]
+
+    def update(self, iteration: int) -> dict[str, float]:
+        return self.eld.update(iteration)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.eld.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.eld.load_state_dict(state)
+
+
 def replay_constraint(constraint: Constraint | None, algo: str) -> ReplaySignals | None:
     """The constraint as a replay-based learner uses it: None for no constraint (or the base
-    :class:`Constraint`), itself when it implements :class:`ReplaySignals`' methods.
+    :class:`Constraint`), :class:`ReplayELD` around an :class:`marra.rl.eld.ELD`, itself when
+    it implements :class:`ReplaySignals`' methods.
 
     Raises:
         CompatibilityError: a constraint that only shapes on-policy advantages.
     """
+    from .eld import ELD
+
     if constraint is None or type(constraint) is Constraint:
         return None
+    if isinstance(constraint, ELD):
+        if constraint.alpha != 0.0:
+            raise CompatibilityError(
+                f"algo {algo!r}: ELD's centred identity term (alpha {constraint.alpha}) is for "
+                "on-policy rollouts; use alpha 0 with a replay-based learner"
+            )
+        return ReplayELD(constraint)
     needed = ("signals", "shape_rewards")
+
     if all(callable(getattr(constraint, name, None)) for name in needed):
         return constraint  # type: ignore[return-value]
     raise CompatibilityError(
@@ -458,7 +594,8 @@ class QLearning(Algorithm):
     ) -> None:
         _check_q_compatible(config, spec)
         self.spec, self.config = spec, config
-        self.constraint = replay_constraint(constraint, config.algo)
+        self.constraint = constraint  # as given (the loop checks that it was taken)
+        self.signals = replay_constraint(constraint, config.algo)
         self.rollout_steps = int(config.rollout_steps or spec.horizon)
         self.steps_per_iteration = self.rollout_steps * config.num_envs
         self.needs_state = Q_ALGORITHMS[config.algo]
@@ -523,9 +660,9 @@ class QLearning(Algorithm):
                 seed=iteration_seed(config.seed, iteration), with_state=self.needs_state,
             )  # fmt: skip
         check_segment(segment, iteration)
-        if self.constraint is not None:
-            segment.signals = dict(self.constraint.signals(segment))
-            self.constraint.observe(segment)
+        if self.signals is not None:  # computed at collection, stored with the episode
+            segment.signals = dict(self.signals.signals(segment))
+            self.signals.observe(segment)
         sharing_stats = model.sharing.after_rollout(segment, model)
         self.buffer.add(segment)
         if self.updates == 0:  # statistics of the experience before learning, then frozen
@@ -544,7 +681,7 @@ class QLearning(Algorithm):
                     totals[key] = totals.get(key, 0.0) + value
             stats = {key: value / count for key, value in totals.items()}
             stats["gradient_steps"] = float(count)
-        constraint_stats = self.constraint.update(iteration) if self.constraint else {}
+        constraint_stats = self.signals.update(iteration) if self.signals else {}
         return {
             "rollout_s": rollout_s,
             "update_s": time.perf_counter() - tick - rollout_s,
@@ -563,8 +700,10 @@ class QLearning(Algorithm):
         config, model, target = self.config, self.model, self.target
         batch = self.buffer.sample(config.batch_size, generator)
         rewards = batch.rewards
-        if self.constraint is not None:
-            rewards = self.constraint.shape_rewards(rewards, batch)
+        if self.signals is not None:
+            rewards = self.signals.shape_rewards(rewards, batch)
+        if config.reward_normalisation:
+            rewards = standardise(rewards)
         groups = model.groups(batch.obs.device)
         actions = batch.actions  # (B, N)
         q_all = model.utilities(batch.obs, groups)  # (B, N, n)
@@ -652,7 +791,7 @@ class QLearning(Algorithm):
             "optimizer": self.optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
             "updates": self.updates,
-            "constraint": self.constraint.state_dict() if self.constraint else {},
+            "constraint": self.signals.state_dict() if self.signals else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -661,8 +800,8 @@ class QLearning(Algorithm):
         self.optimizer.load_state_dict(state["optimizer"])
         self.buffer.load_state_dict(state["buffer"])
         self.updates = int(state["updates"])
-        if self.constraint is not None:
-            self.constraint.load_state_dict(state.get("constraint", {}))
+        if self.signals is not None:
+            self.signals.load_state_dict(state.get("constraint", {}))
 
 
 def build_q_learner(spec: EnvSpec, config: Any, constraint: Constraint | None) -> QLearning:
@@ -685,4 +824,3 @@ for _name, _needs_state in Q_ALGORITHMS.items():
 del _name, _needs_state
 
 __all__ += ["build_q_learner"]
-
