@@ -824,7 +824,7 @@ def plot(
 
 @app.command()
 def reproduce(
-    paper: Annotated[str, typer.Argument(help="which paper: paper000")],
+    paper: Annotated[str, typer.Argument(help="which paper: paper000 or survey001")],
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/paper000"),
     quick: Annotated[
         bool, typer.Option("--quick", help="fewer seeds and training steps (minutes, for CI)")
@@ -839,10 +839,11 @@ def reproduce(
         str | None, typer.Option(help="a running Ray cluster: auto or HOST:PORT (ray only)")
     ] = None,
 ) -> None:
-    """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md. The
-    training grid runs as a sweep (docs/sweeps.md), locally or on a Ray cluster."""
-    if paper != "paper000":
-        raise _fail(f"PAPER: unknown paper {paper!r}; available: paper000")
+    """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md;
+    survey001 the 33-bus voltage study (docs/reproduction.md). The training grid runs as a
+    sweep (docs/sweeps.md), locally or on a Ray cluster."""
+    if paper not in ("paper000", "survey001"):
+        raise _fail(f"PAPER: unknown paper {paper!r}; available: paper000, survey001")
     if backend not in ("local", "ray"):
         raise _fail(f"--backend: 'local' or 'ray', got {backend!r}")
     if workers is not None and workers < 1:
@@ -854,6 +855,13 @@ def reproduce(
     from marra.experiments.sweep import SpecError, SweepError
 
     try:
+        if paper == "survey001":
+            from marra.experiments.survey001 import reproduce_survey001
+
+            result = reproduce_survey001(out, quick=quick, backend=backend, workers=workers,
+                                         address=address, console=console)  # fmt: skip
+            console.print(f"summary: {result.files['summary.md']}")
+            return
         reproduce_paper000(out, quick=quick, backend=backend, workers=workers, address=address)
     except (SpecError, SweepError) as exc:
         raise _fail(str(exc)) from None
