@@ -77,29 +77,32 @@ def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class VariationalLSTM(nn.Module):
     """Paper 002's VLSTM (Eq. 5-12) over trajectories ``(B, T, ...)``.
 
-    The parts of the LSTM input and of the posterior's first layer that depend only on the
-    observed ``(s_t, a_t, r_{t+1})`` are computed for all steps in one matrix product; the loop
-    over steps holds only the 64-unit recurrence.
+    The networks: LSTM state 64; prior ``f^p`` and posterior ``phi^e``: one hidden layer of 64;
+    decoder ``f^d``: two hidden layers of 64; latent 16. For speed the layers that read the same
+    input are evaluated as one matrix product (``from_hidden`` holds the ``h_{t-1}`` columns of
+    the LSTM gates, the posterior, the prior and the decoder's first layer; ``from_latent`` the
+    ``z_t`` columns of the gates and the decoder), the parts that depend only on the observed
+    ``(s_t, a_t, r_{t+1})`` are computed for all steps at once, and so are the prior's and the
+    decoder's later layers: the loop over steps holds only the 64-unit recurrence.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, *, hidden: int = 64, latent: int = 16,
                  width: int = 64) -> None:  # fmt: skip
         super().__init__()
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
-        self.hidden, self.latent = int(hidden), int(latent)
+        self.hidden, self.latent, self.width = int(hidden), int(latent), int(width)
         step_in = self.obs_dim + self.action_dim + 1
         self.input_gates = nn.Linear(step_in, 4 * hidden)  # (s_t, a_t, r_{t+1}) -> Eq. 9
-        self.latent_gates = nn.Linear(latent, 4 * hidden, bias=False)  # z_t -> Eq. 9
-        self.recurrent_gates = nn.Linear(hidden, 4 * hidden, bias=False)  # h_{t-1} -> Eq. 9
-        self.prior = nn.Sequential(  # f^p, paper 002 Eq. (5)
-            nn.Linear(hidden, width), nn.ReLU(), nn.Linear(width, 2 * latent)
-        )
         self.posterior_obs = nn.Linear(self.obs_dim, width)  # phi^e on s_t, Eq. (10)
-        self.posterior_hidden = nn.Linear(hidden, width, bias=False)  # phi^e on h_{t-1}
+        # h_{t-1} -> [LSTM gates (Eq. 9) | posterior (Eq. 10) | prior (Eq. 5) | decoder (Eq. 7)]
+        self.from_hidden = nn.Linear(hidden, 4 * hidden + 3 * width, bias=False)
+        # z_t -> [LSTM gates (Eq. 9) | decoder (Eq. 7)]
+        self.from_latent = nn.Linear(latent, 4 * hidden + width, bias=False)
         self.posterior_out = nn.Linear(width, 2 * latent)
-        self.decoder = nn.Sequential(  # f^d, Eq. (7): two hidden layers of 64
-            nn.Linear(latent + hidden, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
-        )
+        self.prior_bias = nn.Parameter(torch.zeros(width))
+        self.prior_out = nn.Linear(width, 2 * latent)
+        self.decoder_bias = nn.Parameter(torch.zeros(width))
+        self.decoder_hidden = nn.Linear(width, width)  # f^d's second hidden layer
         self.decoder_out = nn.Linear(width, 2 * (self.obs_dim + 1))
 
     def forward(
@@ -122,37 +125,48 @@ class VariationalLSTM(nn.Module):
         (None: the posterior mean).
         """
         b, t = obs.shape[:2]
+        gates4, w = 4 * self.hidden, self.width
         step_in = torch.cat([obs, actions, rewards.unsqueeze(-1)], dim=-1)
-        gates_in = self.input_gates(step_in)  # (B, T, 4H): one matrix product for all steps
-        posterior_in = self.posterior_obs(obs)  # (B, T, W)
+        # per-step views of whole-sequence products (unbind: one backward op, where indexing
+        # every step would add a full-size gradient per step, O(T^2))
+        gates_in = self.input_gates(step_in).unbind(1)  # T x (B, 4H)
+        posterior_in = self.posterior_obs(obs).unbind(1)  # T x (B, W)
+        noises = None if noise is None else noise.unbind(1)
+        keep = None if starts is None else (~starts).to(obs.dtype).unsqueeze(-1).unbind(1)
         h = obs.new_zeros(b, self.hidden)
         c = obs.new_zeros(b, self.hidden)
         decode = next_obs is not None
-        kls: list[torch.Tensor] = []
-        decoded: list[torch.Tensor] = []
+        posteriors, priors, decoded = [], [], []
         for step in range(t):
-            if starts is not None and step > 0:
-                keep = (~starts[:, step]).to(h.dtype).unsqueeze(-1)
-                h, c = h * keep, c * keep
-            post = F.relu(posterior_in[:, step] + self.posterior_hidden(h))
-            mu_q, lv_q = _split(self.posterior_out(post))  # Eq. (10)-(11)
-            z = mu_q if noise is None else mu_q + torch.exp(0.5 * lv_q) * noise[:, step]
+            if keep is not None and step > 0:
+                h, c = h * keep[step], c * keep[step]
+            from_h = self.from_hidden(h)
+            recurrent, post_h = from_h[:, :gates4], from_h[:, gates4 : gates4 + w]
+            post = F.relu(posterior_in[step] + post_h)
+            q = self.posterior_out(post)  # Eq. (10)-(11)
+            mu_q, lv_q = _split(q)
+            z = mu_q if noises is None else mu_q + torch.exp(0.5 * lv_q) * noises[step]
+            from_z = self.from_latent(z)
             if decode:
-                mu_p, lv_p = _split(self.prior(h))  # Eq. (5)-(6)
-                kls.append(_gaussian_kl(mu_q, lv_q, mu_p, lv_p))
-                decoded.append(self.decoder(torch.cat([z, h], dim=-1)))  # Eq. (7)
-            gates = gates_in[:, step] + self.latent_gates(z) + self.recurrent_gates(h)
+                posteriors.append(q)
+                priors.append(from_h[:, gates4 + w : gates4 + 2 * w])  # Eq. (5), first layer
+                decoded.append(from_h[:, gates4 + 2 * w :] + from_z[:, gates4:])  # Eq. (7)
+            gates = gates_in[step] + from_z[:, :gates4] + recurrent
             i, f, g, o = gates.chunk(4, dim=-1)  # Eq. (9): an LSTM cell
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
         if not decode:
             return obs.new_zeros(()), h
-        mu_e, lv_e = _split(self.decoder_out(torch.stack(decoded, dim=1)))  # Eq. (8)
+        mu_q, lv_q = _split(torch.stack(posteriors, dim=1))  # (B, T, latent)
+        prior = self.prior_out(F.relu(torch.stack(priors, dim=1) + self.prior_bias))
+        mu_p, lv_p = _split(prior)  # Eq. (5)-(6)
+        kl = _gaussian_kl(mu_q, lv_q, mu_p, lv_p)  # (B, T)
+        hidden = F.relu(torch.stack(decoded, dim=1) + self.decoder_bias)
+        mu_e, lv_e = _split(self.decoder_out(F.relu(self.decoder_hidden(hidden))))  # Eq. (8)
         target = torch.cat([next_obs, rewards.unsqueeze(-1)], dim=-1)
         nll = 0.5 * (lv_e + (target - mu_e) ** 2 / lv_e.exp() + _LOG_2PI).sum(-1)  # (B, T)
         if valid is not None:
             nll = nll * valid.to(nll.dtype)
-        kl = torch.stack(kls, dim=1)  # (B, T)
         return (nll + kl).mean(), h  # - ELBO of Eq. (12), per step
 
 
@@ -267,8 +281,8 @@ class DyPSSharing(SharingScheme):
     Options (``PPOConfig`` fields): ``num_groups`` (default 4, at most the number of agents),
     ``dyps_ablation``, ``dyps_selector_lr``, ``dyps_selector_reward``; keyword-only extras:
     ``hidden`` (64), ``latent`` (16), ``repr_lr`` (1e-3, the VLSTM's and CVAE's Adam step),
-    ``sequences`` (256 trajectories an iteration for the VLSTM), ``seq_batch`` (64),
-    ``repr_copies`` (4), ``cvae_samples`` (2,048), ``cvae_batch`` (512), ``entropy_coef``
+    ``sequences`` (128 trajectories an iteration for the VLSTM), ``seq_batch`` (128),
+    ``repr_copies`` (2), ``cvae_samples`` (2,048), ``cvae_batch`` (512), ``entropy_coef``
     (0.01, the selector's entropy bonus), ``max_grad_norm`` (0.5).
     """
 
@@ -291,9 +305,9 @@ class DyPSSharing(SharingScheme):
         hidden: int = 64,
         latent: int = 16,
         repr_lr: float = 1e-3,
-        sequences: int = 256,
-        seq_batch: int = 64,
-        repr_copies: int = 4,
+        sequences: int = 128,
+        seq_batch: int = 128,
+        repr_copies: int = 2,
         cvae_samples: int = 2048,
         cvae_batch: int = 512,
         entropy_coef: float = 0.01,
