@@ -134,6 +134,13 @@ def cvxpy_global_optimum(
     ``eps=None``: the least ``H/N``). One cvxpy problem with the region as parameters (``side``
     in {-1, 0, 1}, ``inside = 1 - |side|``), re-solved for each region."""
     n, t, c, m = network.n, network.target, network.current, network.minimum
+    lower, upper, deficit = m, np.full(n, np.inf), np.maximum(m - c, 0).sum()
+    groups = [(np.ones(n), c.sum())]
+    if budget is not None and budget < deficit:  # minima first: the budget all goes to deficits
+        below = c < m
+        lower, upper = np.where(below, c, m), np.where(below, m, c)
+        moved = min(budget, deficit, np.maximum(c - m, 0).sum())
+        groups = [(below * 1.0, c[below].sum() + moved), (~below * 1.0, c[~below].sum() - moved)]
     side = cp.Parameter(n)
     outside = cp.Parameter(n, nonneg=True)
     inside = cp.Parameter(n, nonneg=True)
@@ -141,7 +148,8 @@ def cvxpy_global_optimum(
     x = cp.multiply(1.0 / t, y)
     mu = cp.sum(x) / n
     e = cp.multiply(side, x - mu) - tau * cp.multiply(outside, cp.hstack([mu] * n))
-    cons = [y >= m, cp.sum(y) == c.sum(), e >= 0]
+    cons = [y >= lower, y <= np.where(np.isinf(upper), 1e9, upper), e >= 0]
+    cons += [weights @ y == total for weights, total in groups]
     cons.append(cp.multiply(inside, cp.abs(x - mu) - tau * mu) <= 0)
     if budget is not None:
         cons.append(cp.sum(cp.pos(y - c)) <= budget)
@@ -158,7 +166,7 @@ def cvxpy_global_optimum(
         try:
             problem.solve(solver="CLARABEL")
         except cp.error.SolverError:  # a degenerate region: HiGHS (an active-set method) instead
-            problem.solve(solver="HIGHS")
+            problem.solve(solver="HIGHS", output_flag=False)
         if problem.status == "optimal":
             best = min(best, problem.value)
     return best
@@ -223,7 +231,7 @@ def test_each_convex_subproblem_matches_an_independent_cvxpy_formulation() -> No
     plain = allocate(network, "qp", transfer_budget=budget, integer=False)
     eps = 0.022
     cov = _Coverage(network.target, tau)
-    region = _region(network, plain, budget, False, False)
+    region = _region(network, plain, budget, False)
     ours = _subproblem(
         region, cov, network.target, cov.pieces(plain), network.n * eps, "targets", _Counter()
     )
@@ -501,3 +509,25 @@ def test_recommend_bad_max_mre_exits_2_naming_the_option(
     assert code == 2
     assert message in err
     assert not out_file.exists()
+
+
+# ---------------------------------------------------------------------- the benchmark
+def test_benchmark_writes_times_the_cvxpy_peer_and_the_study(tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "equity_planner.py"
+    spec = importlib.util.spec_from_file_location("equity_planner_benchmark", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "equity.json"
+    module.main(["--sizes", "150", "--repeats", "1", "--study", "2", "--out", str(out)])
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert {(r["n"], r["mode"]) for r in report["solve"]} == {
+        (150, "whole staff"), (150, "fractional"),
+    }  # fmt: skip
+    for row in report["solve"]:
+        assert row["mre_normalised"] <= row["max_mre"] + 1e-9 < row["mre_normalised_without_bound"]
+        assert row["solves"] >= 1 and row["seconds"] > 0
+    assert report["cvxpy"][0]["relative_gap"] < 1e-6
+    assert report["study"]["summary"]["networks"] == 2

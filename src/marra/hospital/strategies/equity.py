@@ -56,7 +56,7 @@ __all__ = [
 #: (in units of coverage). Whole-staff plans are checked against ``max_mre`` up to the float
 #: rounding of the metric (relative 1e-12).
 MRE_SLACK = 1e-9
-#: Most convex subproblems per convex-concave run (it usually settles in 2-5).
+#: Most convex subproblems per convex-concave run.
 _MAX_ROUNDS = 30
 #: A round that lowers the objective by less than this (relative) ends the run.
 _IMPROVEMENT = 1e-9
@@ -103,9 +103,9 @@ class EquityPlan:
             hospitals that both stay below target leaves the MAE as it is).
         squared_deviation, squared_deviation_unconstrained: ``sum (y - t)^2`` of the two plans,
             the objective the planner minimises (never lower with the bound, up to rounding).
-        method: ``"unconstrained"`` (the plain plan already meets the bound), ``"fixed"`` (the
-            constraints leave one plan), ``"convex-concave"``, or ``"least-mre"`` (whole staff:
-            the rounded least-MRE plan, when rounding the nearest plan broke the bound).
+        method: ``"unconstrained"`` (the plain plan already meets the bound),
+            ``"convex-concave"``, or ``"least-mre"`` (whole staff: the rounded least-MRE plan,
+            when rounding the nearest plan broke the bound).
         solves: convex subproblems solved (Clarabel calls).
         integer: whole staff or not.
     """
@@ -188,9 +188,10 @@ def _region(
     plain: np.ndarray,
     transfer_budget: float | None,
     integer: bool,
-    shortfall: bool,
 ) -> _Region:
-    """The branch the plain QP takes (``allocators._optimise``), as constraints."""
+    """The branch the plain QP takes (``allocators._optimise``), as constraints; ``plain`` is
+    its plan (the only one when no staff can move). An infeasible network reaches here only in
+    shortfall mode (the plain QP raised otherwise)."""
     c = np.array(network.current, dtype=np.float64)
     m = np.array(network.minimum, dtype=np.float64)
     u = np.array(network.upper, dtype=np.float64)
@@ -216,7 +217,6 @@ def _region(
             (donors, float(c[donors].sum()) - volume),
         ]
         return _Region(c, lower, upper, [g for g in groups if g[0].size], None)
-    del shortfall  # a feasible network: shortfall mode changes nothing
     return _Region(c, m, u, [(everyone, float(c.sum()))], budget)
 
 
@@ -704,7 +704,7 @@ def allocate_within_mre(
     if _meets(plain_mre, max_mre, integer=integer):
         allocation, method = plain, "unconstrained"
     else:
-        region = _region(network, plain, transfer_budget, integer, shortfall)
+        region = _region(network, plain, transfer_budget, integer)
         if region.fixed is not None:
             smallest = _ceil_significant(plain_mre)
             raise MREInfeasibleError(
@@ -756,7 +756,7 @@ def smallest_max_mre(
     plain_mre = mre_normalised(plain, target, tau)
     if plain_mre == 0.0:
         return 0.0
-    region = _region(network, plain, transfer_budget, integer, shortfall)
+    region = _region(network, plain, transfer_budget, integer)
     if region.fixed is not None:
         return _ceil_significant(plain_mre)
     cov = _Coverage(target, tau)
