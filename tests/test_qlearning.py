@@ -466,6 +466,11 @@ def test_unsupported_pairings_are_one_clear_error(tmp_path):
 
     with pytest.raises(CompatibilityError, match="'advantage-only' shapes on-policy advantages"):
         build_algorithm(Masked().spec, QConfig(algo="iql"), AdvantageOnly())
+    from marra.rl.sharing import SHARING_SCHEMES
+
+    for scheme in {"seps", "dyps"} & set(SHARING_SCHEMES):  # regrouping schemes
+        with pytest.raises(CompatibilityError, match=f"sharing '{scheme}' regroups agents"):
+            build_algorithm(Masked().spec, QConfig(algo="iql", sharing=scheme))
     assert all(not ALGORITHMS[a].continuous and not ALGORITHMS[a].on_policy
                for a in ("iql", "vdn", "qmix", "wqmix"))  # fmt: skip
     assert ALGORITHMS["qmix"].needs_state and not ALGORITHMS["iql"].needs_state
@@ -492,3 +497,17 @@ def test_bad_settings_name_the_field_and_resume_refuses_another_learner(tmp_path
     with pytest.raises(CheckpointError, match=r"other settings \(batch_size: 32 -> 16\)"):
         train(TINY_Q.replace(algo="iql", batch_size=16, total_steps=640), ROLES, env="roles",
               out_dir=tmp_path, resume=True, progress=False)  # fmt: skip
+
+
+def test_the_python_examples_of_docs_learners_run(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "learners.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/learners.md", "exec"), {})  # noqa: S102
+    assert (tmp_path / "runs" / "qmix" / "policy.pt").exists()
+    assert load_policy(tmp_path / "runs" / "maddpg").algorithm == "maddpg"

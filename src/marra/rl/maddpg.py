@@ -44,6 +44,7 @@ from .qlearning import (
     _ConfigMixin,
     _positive_int,
     _widths,
+    check_fixed_groups,
     check_replay_memory,
     replay_constraint,
     standardise,
@@ -255,6 +256,7 @@ def build_maddpg_model(spec: EnvSpec, config: MADDPGConfig) -> MADDPGModel:
     _check_maddpg_compatible(config, spec)
     n, action = spec.num_agents, spec.action
     dim = int(action.dim)
+    check_fixed_groups(config.sharing, config.algo)
     sharing = make_sharing(config.sharing, n, id_onehot_max=config.id_onehot_max,
                            id_embedding_dim=config.id_embedding_dim)  # fmt: skip
     low, high = float(action.low), float(action.high)
@@ -309,6 +311,7 @@ class MADDPG(Algorithm):
         self.critic_optimizer = torch.optim.Adam(
             self.model.critic.parameters(), lr=config.critic_learning_rate
         )
+        self.optimizers = [self.actor_optimizer, self.critic_optimizer]
         self.buffer = EpisodeBuffer(
             config.buffer_episodes, self.rollout_steps, num_agents=spec.num_agents,
             obs_dim=spec.obs_dim, state_dim=spec.state_dim, num_actions=None, action_dim=dim,

@@ -80,6 +80,7 @@ __all__ = [
     "replay_constraint",
     "standardise",
     "ReplayELD",
+    "check_fixed_groups",
 ]
 
 #: The value-based learners and whether their mixer reads ``env.state()``.
@@ -441,6 +442,25 @@ def _check_q_compatible(config: Any, spec: EnvSpec) -> None:
         )
 
 
+def check_fixed_groups(name: str, algo: str) -> None:
+    """Refuse a sharing scheme that regroups agents during training (its class overrides the
+    hooks ``before_iteration`` or ``after_rollout``): a replay-based learner's target networks
+    and stored experience assume each agent keeps its parameter group."""
+    scheme = SHARING_SCHEMES.get(name)
+    if scheme is None:
+        return  # make_sharing names the valid ones
+    regroups = (
+        scheme.before_iteration is not SharingScheme.before_iteration
+        or scheme.after_rollout is not SharingScheme.after_rollout
+    )
+    if regroups:
+        raise CompatibilityError(
+            f"algo {algo!r}: sharing {name!r} regroups agents during training, which a "
+            "replay-based learner's target networks and stored experience do not follow; use "
+            "a scheme with fixed groups (none, full, id)"
+        )
+
+
 def build_q_model(spec: EnvSpec, config: QConfig) -> QModel:
     """The networks ``config`` describes for an environment with ``spec``.
 
@@ -448,6 +468,7 @@ def build_q_model(spec: EnvSpec, config: QConfig) -> QModel:
         CompatibilityError: a continuous-action environment or a config of another family.
     """
     _check_q_compatible(config, spec)
+    check_fixed_groups(config.sharing, config.algo)
     n, actions = spec.num_agents, int(spec.action.n)
     sharing = make_sharing(
         config.sharing, n, id_onehot_max=config.id_onehot_max,
