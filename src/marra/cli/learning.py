@@ -398,15 +398,18 @@ def train(
         f"({result.agent_steps_per_s:,.0f} agent-steps/s); final {metric} "
         f"{final.get(metric, float('nan')):.3f}"
     )
-    console.print(f"policy: {result.policy_path}; log: {result.log_path}")
-    console.print(f"compare: marra evaluate {result.policy_path} --episodes 10")
+    # commands are printed whole (never wrapped), so they can be copied
+    console.print(f"policy: {result.policy_path}; log: {result.log_path}", soft_wrap=True)
+    console.print(f"compare: marra evaluate {result.policy_path} --episodes 10", soft_wrap=True)
     if env_name == "hospital":
         network_arg = f" --network {network_file}" if network_file is not None else ""
         budget_value = options.get("transfer_budget")
         budget_arg = "none" if budget_value is None else f"{budget_value:g}"
         console.print(
             f"         marra simulate --scenario {options.get('scenario')}{network_arg} "
-            f"--strategy policy:{result.policy_path} --strategy qp --budget {budget_arg}"
+            f"--strategy policy:{result.policy_path} --strategy qp --budget {budget_arg}",
+            soft_wrap=True,
+            markup=False,
         )
 
 
