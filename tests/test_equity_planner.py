@@ -149,7 +149,8 @@ def cvxpy_global_optimum(
     x = cp.multiply(1.0 / t, y)
     mu = cp.sum(x) / n
     e = cp.multiply(side, x - mu) - tau * cp.multiply(outside, cp.hstack([mu] * n))
-    cons = [y >= lower, y <= np.where(np.isinf(upper), 1e9, upper), e >= 0]
+    capped = np.flatnonzero(np.isfinite(upper))
+    cons = [y >= lower, y[capped] <= upper[capped], e >= 0]
     cons += [weights @ y == total for weights, total in groups]
     cons.append(cp.multiply(inside, cp.abs(x - mu) - tau * mu) <= 0)
     if budget is not None:
