@@ -117,7 +117,7 @@ def recommend(
             "--max-mre",
             help="qp only: the plan nearest the targets whose coverage has normalised MRE "
             "(H/N, tolerance --tau) at most this value, with its price of equity; needs "
-            'pip install "marra[equity]"',
+            'pip install "marra\\[equity]"',
             metavar="EPS",
         ),
     ] = None,
@@ -298,11 +298,13 @@ def _allocate_within_mre(
     except ImportError as exc:
         raise _fail(f"--max-mre: {exc}") from None
     except MREInfeasibleError as exc:
-        message = str(exc).removeprefix("max_mre: ")
-        raise _fail(
-            f"--max-mre {max_mre:g}: {message} (use --max-mre {exc.smallest:g} or more)",
-            EXIT_INFEASIBLE,
-        ) from None
+        named = f"the smallest feasible max_mre is {exc.smallest:g}"
+        message = (
+            str(exc)
+            .removeprefix("max_mre: ")
+            .replace(named, f"{named} (use --max-mre {exc.smallest:g} or more)")
+        )
+        raise _fail(f"--max-mre {max_mre:g}: {message}", EXIT_INFEASIBLE) from None
 
 
 def _price_of_equity(equity: Any) -> dict[str, Any]:

@@ -654,8 +654,8 @@ def _plan(
     )
     if achieved is not None:
         message += (
-            f" (the continuous plan meets {max_mre:g}, but rounding it to whole staff reaches "
-            f"{achieved:.6g}; --continuous keeps the bound)"
+            f"; the continuous plan meets {max_mre:g}, but rounding it to whole staff reaches "
+            f"{achieved:.6g} (--continuous keeps the bound)"
         )
     raise MREInfeasibleError(message, max_mre=max_mre, smallest=smallest, achieved=achieved)
 
