@@ -547,3 +547,17 @@ def test_benchmark_writes_times_the_cvxpy_peer_and_the_study(tmp_path: Path) -> 
         assert row["solves"] >= 1 and row["seconds"] > 0
     assert report["cvxpy"][0]["relative_gap"] < 1e-6
     assert report["study"]["summary"]["networks"] == 2
+
+
+def test_the_equity_planner_does_not_import_torch(polarised_csv: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from marra.cli import app; from typer.testing import CliRunner; "
+        f"r = CliRunner().invoke(app, ['recommend', {str(polarised_csv)!r}, '--budget', '4', "
+        "'--tau', '0', '--max-mre', '0.05', '--json']); "
+        "assert r.exit_code == 0, r.output; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
