@@ -272,7 +272,7 @@ def test_the_plan_is_a_fixed_point_of_the_independent_restriction() -> None:
 @st.composite
 def networks(draw: st.DrawFn) -> tuple[HospitalNetwork, float | None]:
     n = draw(st.integers(2, 9))
-    target = np.array(draw(st.lists(st.integers(1, 40), min_size=n, max_size=n)), dtype=float)
+    target = np.array(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n)), dtype=float)
     minimum = np.array([draw(st.integers(0, int(t))) for t in target], dtype=float)
     current = np.array(draw(st.lists(st.integers(0, 60), min_size=n, max_size=n)), dtype=float)
     if current.sum() < minimum.sum():
