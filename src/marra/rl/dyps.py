@@ -365,6 +365,7 @@ class DyPSSharing(SharingScheme):
         self._groups = torch.zeros(n, dtype=torch.int64)
         self._decision: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         self._changed = 0.0
+        self._norm: Any = None
 
     @property
     def uses_vlstm(self) -> bool:
@@ -408,7 +409,8 @@ class DyPSSharing(SharingScheme):
     def after_rollout(self, rollout: Any, learner: Any) -> dict[str, float]:
         """Algorithm 1, lines 13-17: the selector's actor-critic step on the episode's reward,
         then the VLSTM (Eq. 12) and the CVAE (Eq. 4) on the rollout; the agents'
-        representations for the next grouping."""
+        representations for the next grouping. Only the trajectories and samples these use
+        are gathered (and normalised by the backbone's observation statistics)."""
         batch = trajectories(rollout)
         stats: dict[str, float] = {
             "groups_used": float(torch.unique(self._groups).numel()),
@@ -416,21 +418,14 @@ class DyPSSharing(SharingScheme):
         }
         if self._decision is not None:
             stats.update(self._train_selector(batch))
-        norm = getattr(getattr(learner, "actor", None), "obs_norm", None)
+        self._norm = getattr(getattr(learner, "actor", None), "obs_norm", None)
         with torch.no_grad():
-            obs = batch.obs if norm is None else norm(batch.obs)
-            next_obs = batch.next_obs if norm is None else norm(batch.next_obs)
             self.reward_norm.update(batch.rewards.reshape(-1, 1))
-            rewards = self.reward_norm(batch.rewards.unsqueeze(-1)).squeeze(-1)
-            if self.discrete:
-                actions = F.one_hot(batch.actions, self.action_width).to(obs.dtype)
-            else:
-                actions = batch.actions.to(obs.dtype)
         if self.uses_vlstm:
-            stats.update(self._train_vlstm(batch, obs, next_obs, actions, rewards))
-            self._h = self._encode(batch, obs, actions, rewards)
+            stats.update(self._train_vlstm(batch))
+            self._h = self._encode(batch)
         if self.uses_cvae:
-            stats.update(self._train_cvae(obs, batch.actions))
+            stats.update(self._train_cvae(batch))
         return stats
 
     def _train_selector(self, batch: Any) -> dict[str, float]:
@@ -465,32 +460,49 @@ class DyPSSharing(SharingScheme):
             "selector_entropy": entropy.item(),
         }
 
-    @staticmethod
-    def _sequences(tensor: torch.Tensor, copies: torch.Tensor, agents: torch.Tensor
-                   ) -> torch.Tensor:  # fmt: skip
-        """``(E, T, N, ...)`` -> the trajectories ``(S, T, ...)`` of (copy, agent) pairs."""
-        return tensor[copies.to(tensor.device), :, agents.to(tensor.device)]
+    @torch.no_grad()
+    def _inputs(self, batch: Any, copies: torch.Tensor, steps: torch.Tensor,
+                agents: torch.Tensor, *, next_obs: bool) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The entries at broadcastable indices, ready for the models: observations normalised
+        (the backbone's statistics), actions one-hot (discrete) or as floats, rewards
+        normalised by their running statistics."""
+        norm = self._norm
+        obs = batch.at("obs", copies, steps, agents).float()
+        out = {"obs": obs if norm is None else norm(obs)}
+        if next_obs:
+            following = batch.at("next_obs", copies, steps, agents).float()
+            out["next_obs"] = following if norm is None else norm(following)
+        actions = batch.at("actions", copies, steps, agents)
+        out["actions_raw"] = actions
+        if self.discrete:
+            out["actions"] = F.one_hot(actions, self.action_width).to(obs.dtype)
+        else:
+            out["actions"] = actions.to(obs.dtype)
+        rewards = batch.at("rewards", copies, steps, agents).float()
+        out["rewards"] = self.reward_norm(rewards.unsqueeze(-1)).squeeze(-1).to(obs.dtype)
+        return out
 
     def _starts(self, batch: Any) -> torch.Tensor:
         starts = torch.zeros_like(batch.dones)
         starts[:, 1:] = batch.dones[:, :-1]
         return starts  # (E, T)
 
-    def _train_vlstm(self, batch: Any, obs: torch.Tensor, next_obs: torch.Tensor,
-                     actions: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:  # fmt: skip
-        e, t, n = obs.shape[:3]
+    def _train_vlstm(self, batch: Any) -> dict[str, float]:
+        e, t, n = batch.obs.shape[:3]
         pairs = torch.randperm(e * n, generator=self.generator)[: min(self.sequences, e * n)]
         copies, agents = pairs // n, pairs % n
+        steps = torch.arange(t).unsqueeze(0)  # (1, T): whole trajectories
         starts = self._starts(batch)
+        device = batch.obs.device
         total, count = 0.0, 0
         for begin in range(0, pairs.numel(), self.seq_batch):
             c, a = copies[begin : begin + self.seq_batch], agents[begin : begin + self.seq_batch]
+            x = self._inputs(batch, c.unsqueeze(1), steps, a.unsqueeze(1), next_obs=True)
             noise = torch.randn((c.numel(), t, self.latent), generator=self.generator)
             loss, _ = self.vlstm(
-                self._sequences(obs, c, a), self._sequences(actions, c, a),
-                self._sequences(rewards, c, a), self._sequences(next_obs, c, a),
-                valid=batch.valid[c.to(obs.device)], starts=starts[c.to(obs.device)],
-                noise=noise.to(obs.device),
+                x["obs"], x["actions"], x["rewards"], x["next_obs"],
+                valid=batch.valid[c.to(device)], starts=starts[c.to(device)],
+                noise=noise.to(device),
             )  # fmt: skip
             self.vlstm_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -500,47 +512,42 @@ class DyPSSharing(SharingScheme):
         return {"vlstm_loss": total / max(count, 1)}
 
     @torch.no_grad()
-    def _encode(self, batch: Any, obs: torch.Tensor, actions: torch.Tensor,
-                rewards: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def _encode(self, batch: Any) -> torch.Tensor:
         """``h[n]``: the LSTM state after each agent's trajectory, mean over copies."""
-        e, t, n = obs.shape[:3]
-        copies = min(e, self.repr_copies)
+        e, t, n = batch.obs.shape[:3]
         starts = self._starts(batch)
+        steps = torch.arange(t).unsqueeze(0)
+        agents = torch.arange(n).unsqueeze(1)
         states = []
-        for copy in range(copies):
-            cs = torch.full((n,), copy, dtype=torch.long)
-            agents = torch.arange(n)
-            _, h = self.vlstm(
-                self._sequences(obs, cs, agents), self._sequences(actions, cs, agents),
-                self._sequences(rewards, cs, agents),
-                starts=starts[cs.to(obs.device)],
-            )  # fmt: skip
+        for copy in range(min(e, self.repr_copies)):
+            cs = torch.full((n, 1), copy, dtype=torch.long)
+            x = self._inputs(batch, cs, steps, agents, next_obs=False)
+            _, h = self.vlstm(x["obs"], x["actions"], x["rewards"],
+                              starts=starts[cs[:, 0].to(starts.device)])  # fmt: skip
             states.append(h)
         return torch.stack(states).mean(0)
 
-    def _train_cvae(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
-        e, t, n = obs.shape[:3]
+    def _train_cvae(self, batch: Any) -> dict[str, float]:
+        e, t, n = batch.obs.shape[:3]
         total_samples = e * t * n
         count = min(self.cvae_samples, total_samples)
         index = torch.randint(total_samples, (count,), generator=self.generator)
-        agent = (index % n).to(obs.device)
-        flat_obs = obs.reshape(total_samples, obs.shape[-1])
-        flat_actions = actions.reshape(total_samples, *actions.shape[3:])
-        groups = self._groups.to(obs.device)[agent]
-        total, steps = 0.0, 0
+        copies, steps, agents = index // (t * n), (index // n) % t, index % n
+        x = self._inputs(batch, copies, steps, agents, next_obs=False)
+        groups = self._groups[agents].to(x["obs"].device)
+        target = x["actions_raw"] if self.discrete else x["actions"]
+        total, updates = 0.0, 0
         for begin in range(0, count, self.cvae_batch):
-            idx = index[begin : begin + self.cvae_batch].to(obs.device)
-            noise = torch.randn((idx.numel(), self.latent), generator=self.generator)
-            target = flat_actions[idx]
-            loss = self.cvae.loss(groups[begin : begin + self.cvae_batch], flat_obs[idx],
-                                  target if self.discrete else target.float(),
-                                  noise.to(obs.device))  # fmt: skip
+            part = slice(begin, begin + self.cvae_batch)
+            noise = torch.randn((groups[part].numel(), self.latent), generator=self.generator)
+            loss = self.cvae.loss(groups[part], x["obs"][part], target[part],
+                                  noise.to(x["obs"].device))  # fmt: skip
             self.cvae_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.cvae.parameters(), self.max_grad_norm)
             self.cvae_optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-        return {"cvae_loss": total / max(steps, 1)}
+            total, updates = total + loss.item(), updates + 1
+        return {"cvae_loss": total / max(updates, 1)}
 
     # ------------------------------------------------------------------ records
     def describe(self) -> dict[str, Any]:

@@ -44,12 +44,14 @@ GROUPS_NAME = "groups.csv"
 
 @dataclass
 class Trajectories:
-    """One iteration's experience in one layout, whichever learner collected it.
+    """One iteration's experience in one layout, whichever learner collected it; every field a
+    view of the learner's buffers (nothing is copied until :meth:`at` gathers entries).
 
-    ``obs (E, T, N, obs_dim)`` (before each step), ``next_obs`` like it (after each step; only
-    meaningful where ``valid``), ``actions (E, T, N)`` int64 or ``(E, T, N, dim)``, ``rewards
-    (E, T, N)`` (a team reward is given to every agent), ``dones (E, T)`` bool (the episode
-    ended with that step), ``valid (E, T)`` bool (the step's next observation is known).
+    ``obs (E, T, N, obs_dim)`` (before each step), ``next_obs (E, T', N, obs_dim)`` (after step
+    ``t`` for ``t < T'``: ``T' = T - 1`` for a rollout, which does not keep the observation after
+    its last step, ``T`` for a segment), ``actions (E, T, N)`` int64 or ``(E, T, N, dim)``,
+    ``rewards (E, T, N)`` (a team reward is given to every agent), ``dones (E, T)`` bool (the
+    episode ended with that step), ``valid (E, T)`` bool (the step's next observation is known).
     """
 
     obs: torch.Tensor
@@ -67,13 +69,23 @@ class Trajectories:
     def steps(self) -> int:
         return int(self.obs.shape[1])
 
+    def at(self, name: str, copies: torch.Tensor, steps: torch.Tensor,
+           agents: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """``name``'s entries at broadcastable index tensors (``next_obs`` past its last step
+        repeats the last one; such steps are not ``valid``)."""
+        tensor = getattr(self, name)
+        if name == "next_obs":
+            steps = steps.clamp(max=tensor.shape[1] - 1)
+        device = tensor.device
+        return tensor[copies.to(device), steps.to(device), agents.to(device)]
+
 
 def trajectories(batch: Any) -> Trajectories:
     """:class:`Trajectories` from a PPO :class:`~marra.rl.rollout.Rollout` (``(T, E, ...)``,
     recognised by its ``log_probs``) or a replay learner's
     :class:`~marra.rl.replay.Segment` (``(E, T, ...)`` with ``T + 1`` observations)."""
     if hasattr(batch, "log_probs"):  # a Rollout: time first
-        obs = batch.obs.transpose(0, 1)  # (E, T, N, d)
+        obs = batch.obs.transpose(0, 1)  # (E, T, N, d), a view
         e, t, n = obs.shape[:3]
         actions = batch.actions.transpose(0, 1)
         rewards = batch.rewards.transpose(0, 1)
@@ -83,7 +95,7 @@ def trajectories(batch: Any) -> Trajectories:
         if dones.ndim == 3:
             dones = dones[..., 0]
         dones = dones > 0.5
-        next_obs = torch.cat([obs[:, 1:], obs[:, -1:]], dim=1)
+        next_obs = obs[:, 1:] if t > 1 else obs
         valid = ~dones
         valid[:, -1] = False  # the observation after the rollout's last step is not kept
     else:  # a Segment: copies first, T + 1 observations
@@ -95,7 +107,7 @@ def trajectories(batch: Any) -> Trajectories:
             rewards = rewards.unsqueeze(-1).expand(e, t, n)
         dones = batch.dones > 0.5
         valid = ~dones
-    return Trajectories(obs, next_obs, actions, rewards.to(torch.float32), dones, valid)
+    return Trajectories(obs, next_obs, actions, rewards, dones, valid)
 
 
 def group_parameters(model: nn.Module, num_groups: int) -> list[nn.Parameter]:

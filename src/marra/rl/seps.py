@@ -237,19 +237,18 @@ class SePSSharing(SharingScheme):
         keys[:, ~valid] = math.inf
         take = min(cap, e * t)
         new_keys, index = torch.topk(keys, take, dim=1, largest=False)  # (N, take)
-        flat_index = index.to(batch.obs.device)
+        copies, steps = index // t, index % t  # (N, take)
+        agents = torch.arange(n).unsqueeze(1).expand_as(index)
 
-        def rows(tensor: torch.Tensor) -> torch.Tensor:  # (E, T, N, ...) -> (N, take, ...)
-            flat = tensor.reshape(e * t, n, *tensor.shape[3:]).transpose(0, 1)
-            gather = flat_index.reshape(n, take, *([1] * (flat.ndim - 2)))
-            return torch.take_along_dim(flat, gather.expand(n, take, *flat.shape[2:]), dim=1)
+        def rows(name: str) -> torch.Tensor:  # (N, take, ...)
+            return batch.at(name, copies, steps, agents)
 
         if self.discrete:
-            action = nn.functional.one_hot(rows(batch.actions), self.action_width).float()
+            action = nn.functional.one_hot(rows("actions"), self.action_width).float()
         else:
-            action = rows(batch.actions).float()
-        new = torch.cat([rows(batch.obs).float(), action, rows(batch.next_obs).float(),
-                         rows(batch.rewards).unsqueeze(-1).float()], dim=-1).cpu()  # fmt: skip
+            action = rows("actions").float()
+        new = torch.cat([rows("obs").float(), action, rows("next_obs").float(),
+                         rows("rewards").unsqueeze(-1).float()], dim=-1).cpu()  # fmt: skip
         keys = torch.cat([self._keys, new_keys], dim=1)
         data = torch.cat([self._buffer, new], dim=1)
         keep = min(cap, keys.shape[1])
