@@ -656,6 +656,7 @@ class TorchRLPeer:
         if route not in ("wrapper", "native"):
             raise ValueError(f"route: 'wrapper' or 'native', got {route!r}")
         self.route, self.config = route, config
+        torch.manual_seed(seed)  # TorchRL draws initial weights and actions from torch's RNG
         spec = HospitalEnv(**env_kwargs).spec
         horizon = spec.horizon
         if route == "wrapper":
