@@ -898,8 +898,9 @@ def torchrl_time_to_quality(
     ``total_steps``."""
     route = TORCHRL_ROUTES[peer]
     side = TorchRLPeer(
-        route, marra_config(args, args.total_steps), env_kwargs, seed=args.seed,
-        total_steps=args.total_steps, frames_per_batch=args.torchrl_wrapper_frames_per_batch,
+        route, marra_config(args, args.torchrl_total_steps), env_kwargs, seed=args.seed,
+        total_steps=args.torchrl_total_steps,
+        frames_per_batch=args.torchrl_wrapper_frames_per_batch,
     )  # fmt: skip
     every_steps = args.torchrl_wrapper_eval_every if route == "wrapper" else args.eval_every
     every = max(1, round(every_steps / side.frames_per_batch))
@@ -1247,6 +1248,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio tighter when a peer never reaches the target",
     )
     parser.add_argument(
+        "--torchrl-total-steps",
+        type=int,
+        default=None,
+        help="(b): the TorchRL peers' env-step budget (default: --total-steps; it also sets their "
+        "learning-rate schedule); marra keeps its own",
+    )
+    parser.add_argument(
         "--torchrl-wrapper-throughput-steps",
         type=int,
         default=None,
@@ -1280,6 +1288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.torchrl_cap_seconds is None:
         args.torchrl_cap_seconds = args.cap_seconds
+    if args.torchrl_total_steps is None:
+        args.torchrl_total_steps = args.total_steps
     peers = select_peers(args.peers)
     if "torchrl-wrapper" in peers:
         horizon = args.horizon
@@ -1355,6 +1365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sb3_cap_seconds": args.sb3_cap_seconds,
         "sb3_total_steps": args.sb3_total_steps,
         "torchrl_cap_seconds": args.torchrl_cap_seconds,
+        "torchrl_total_steps": args.torchrl_total_steps,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
