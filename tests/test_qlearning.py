@@ -511,3 +511,40 @@ def test_the_python_examples_of_docs_learners_run(tmp_path, monkeypatch):
         exec(compile(block, "docs/learners.md", "exec"), {})  # noqa: S102
     assert (tmp_path / "runs" / "qmix" / "policy.pt").exists()
     assert load_policy(tmp_path / "runs" / "maddpg").algorithm == "maddpg"
+
+
+def test_marra_train_and_evaluate_run_the_value_based_learners(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def marra(*args):
+        return subprocess.run([sys.executable, "-m", "marra.cli", *args], capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+
+    run = tmp_path / "iql"
+    done = marra(
+        "train",
+        "--env",
+        "roles",
+        "--env-option",
+        "num_agents=4",
+        "--algo",
+        "iql",
+        "--sharing",
+        "id",
+        "--steps",
+        "320",
+        "--num-envs",
+        "8",
+        "--out",
+        str(run),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = marra("evaluate", str(run), "--episodes", "4", "--json")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert set(json.loads(shown.stdout)["methods"]) == {"policy", "random"}
+    refused = marra("train", "--env", "roles", "--algo", "qmix", "--critic", "pool", "--out",
+                    str(tmp_path / "x"))  # fmt: skip
+    assert refused.returncode == 2 and "--critic: is for the PPO family only" in refused.stderr
+    assert not (tmp_path / "x").exists()
