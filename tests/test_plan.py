@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import math
 import subprocess
 import sys
@@ -959,3 +960,102 @@ def test_plan_gap_is_validated_and_shown():
     allocation = _rounded_targets(network)
     assert plan(network, allocation, method="largest-first").optimality_gap_km is None
     assert plan(network, allocation).optimality_gap_km <= 1e-6
+
+
+# ---------------------------------------------------------------------- recommend (issue 8, 20)
+_CSV = (
+    "name,current,minimum,target,lat,lon\n"
+    "Alpha,30,10,15,51.5,-0.1\n"
+    "Beta,5,8,20,52.2,0.1\n"
+    "Gamma,12,6,12,53.4,-2.2\n"
+    "Delta,3,4,9,50.9,-1.4\n"
+)
+
+
+def _recommend(tmp_path: Path, *args: str):
+    import json
+
+    from typer.testing import CliRunner
+
+    from marra.cli import app
+
+    path = tmp_path / "net.csv"
+    path.write_text(_CSV, encoding="utf-8")
+    result = CliRunner().invoke(app, ["recommend", str(path), *args])
+    assert result.exit_code == 0, result.output
+    return (json.loads(result.stdout) if "--json" in args else result.stdout), result.stderr
+
+
+def test_recommend_states_the_certified_gap_in_json_and_title(tmp_path: Path):
+    payload, _ = _recommend(tmp_path, "--json")
+    assert 0.0 <= payload["optimality_gap_km"] <= 1e-6
+    text, _ = _recommend(tmp_path)
+    assert "km in all, optimal\n" in text
+
+
+def test_the_title_says_how_far_an_early_plan_may_be_from_optimal():
+    from marra.cli.hospital import _optimality_text
+
+    def made(gap):
+        return Plan(
+            senders=[0],
+            receivers=[1],
+            counts=[4.0],
+            names=("A", "B"),
+            distance_km=[500.0],
+            method="transport",
+            optimality_gap_km=gap,
+        )
+
+    assert _optimality_text(made(1e-7)) == ", optimal"
+    assert _optimality_text(made(12.5)) == ", optimal within 12.5 km (0.62% of it, certified)"
+    lf = Plan(senders=[0], receivers=[1], counts=[4.0], names=("A", "B"))
+    assert _optimality_text(lf) == ""
+
+
+def _slow_plan(messages):
+    """A stand-in for ``plan`` that reports ``messages`` and then plans as usual."""
+
+    def slow(network, allocation, **options):
+        for message in messages:
+            options["progress"](message)
+        options.pop("progress")
+        return plan(network, allocation, **options)
+
+    return slow
+
+
+def test_recommend_shows_progress_only_on_long_plans(tmp_path: Path, monkeypatch):
+    import marra.cli.hospital as cli
+    import marra.hospital.strategies as strategies
+
+    lines = ["transport plan: round 1: 10 km", "transport plan: round 2: 9 km"]
+    monkeypatch.setattr(strategies, "plan", _slow_plan(lines))
+    _, quick = _recommend(tmp_path)  # everything within the first second: silent
+    assert "transport plan" not in quick
+    monkeypatch.setattr(cli, "PROGRESS_DELAY_S", -1.0)  # as if a second had passed
+    payload, slow = _recommend(tmp_path, "--json")  # stdout stays one JSON object
+    assert lines[0] in slow and payload["transfers"]
+    assert lines[1] not in slow  # not a terminal: at most one line per PROGRESS_LOG_EVERY_S
+    monkeypatch.setattr(cli, "PROGRESS_LOG_EVERY_S", 0.0)
+    _, every = _recommend(tmp_path)
+    assert lines[0] in every and lines[1] in every
+
+
+def test_progress_on_a_terminal_is_one_status_line_that_ends_with_the_plan(monkeypatch):
+    from rich.console import Console
+
+    import marra.cli.hospital as cli
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    progress = cli._PlanProgress(console)
+    progress("transport plan: level 1 [of] 4")  # within the first second: nothing
+    assert progress.status is None
+    monkeypatch.setattr(cli, "PROGRESS_DELAY_S", -1.0)
+    progress("transport plan: level 1 [of] 4")
+    progress("transport plan: level 2 [of] 4")
+    assert progress.status is not None
+    progress.stop()
+    progress.stop()  # idempotent
+    assert progress.status is None and "level" in screen.getvalue()

@@ -181,13 +181,11 @@ def recommend(
     except (NetworkError, ValueError) as exc:
         raise _fail(str(exc)) from None
     decision_seconds = time.perf_counter() - started
-    if not as_json and network.n >= 20_000:
-        err_console.print(
-            f"planning the transfers between {_plural(network.n, 'hospital')} ...",
-            soft_wrap=True,
-            markup=False,
-        )
-    transfers = plan(network, allocation)
+    progress = _PlanProgress(err_console)
+    try:
+        transfers = plan(network, allocation, progress=progress)
+    finally:
+        progress.stop()
     before = report(network, network.current, tau=tau)
     after = report(network, allocation, tau=tau)
     if out is not None:
@@ -219,6 +217,9 @@ def recommend(
             "total_distance_km": None
             if transfers.total_distance_km is None
             else _num(round(transfers.total_distance_km, 3)),
+            "optimality_gap_km": None
+            if transfers.optimality_gap_km is None
+            else _num(transfers.optimality_gap_km),
         }
         if strategy in WEIGHTED_STRATEGIES:
             payload["weights"] = options["weights"]
@@ -265,6 +266,47 @@ def recommend(
         console.print(
             f"before and after per hospital written to [bold]{_escape(str(allocation_out))}[/]"
         )
+
+
+#: Seconds of planning before ``recommend`` shows a progress line (short plans stay silent).
+PROGRESS_DELAY_S = 1.0
+#: Least seconds between two progress lines when stderr is not a terminal (a log file).
+PROGRESS_LOG_EVERY_S = 5.0
+
+
+class _PlanProgress:
+    """The ``progress`` callback ``recommend`` gives :func:`marra.strategies.plan`.
+
+    Silent for the first :data:`PROGRESS_DELAY_S` seconds; after that, on a terminal, a live
+    ``rich`` status line on ``console`` that each later message replaces; when ``console`` is
+    not a terminal (a log, a pipe), the messages as plain lines, at most one every
+    :data:`PROGRESS_LOG_EVERY_S` seconds. :meth:`stop` ends the status line.
+    """
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.started = time.perf_counter()
+        self.status: Any = None
+        self.last_line = -math.inf
+
+    def __call__(self, message: str) -> None:
+        now = time.perf_counter()
+        if now - self.started <= PROGRESS_DELAY_S:
+            return
+        if not self.console.is_terminal:
+            if now - self.last_line >= PROGRESS_LOG_EVERY_S:
+                self.last_line = now
+                self.console.print(message, soft_wrap=True, markup=False, highlight=False)
+        elif self.status is None:
+            self.status = self.console.status(_escape(message))
+            self.status.start()
+        else:
+            self.status.update(_escape(message))
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
 
 
 def _escape(text: str) -> str:
@@ -377,6 +419,19 @@ def _write_allocation_csv(network: Any, allocation: Any, path: Path, *, integer:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _optimality_text(transfers: Any) -> str:
+    """``", optimal"`` for a minimum-distance plan proved optimal (its certified gap within
+    the solver's float tolerance, 1e-7 km per staff moved), ``", optimal within X km
+    (certified)"`` for one stopped early; empty for a largest-first plan."""
+    gap = transfers.optimality_gap_km
+    if gap is None:
+        return ""
+    if gap <= 1e-7 * transfers.total_moved + 1e-6:
+        return ", optimal"
+    share = gap / transfers.total_distance_km if transfers.total_distance_km else 0.0
+    return f", optimal within {gap:,.3g} km ({100 * share:.2g}% of it, certified)"
+
+
 def _print_transfers(transfers: Any, limit: int = 25) -> None:
     if len(transfers) == 0:
         console.print("No transfers: the allocation stays as it is.")
@@ -388,7 +443,8 @@ def _print_transfers(transfers: Any, limit: int = 25) -> None:
             f", {transfers.total_distance_km:,.0f} km in all"
             if transfers.total_distance_km is not None
             else ""
-        ),
+        )
+        + _optimality_text(transfers),
         soft_wrap=True,
     )
     table = Table()

@@ -9,7 +9,7 @@ import sys
 
 from marra.hospital import strategies as _strategies
 
-for _name in ("allocators", "integer", "transfer_plan"):
+for _name in ("allocators", "integer", "transfer_plan", "transport"):
     sys.modules[f"{__name__}.{_name}"] = importlib.import_module(
         f"marra.hospital.strategies.{_name}"
     )
