@@ -380,7 +380,13 @@ def test_baselines_rank_as_pinned_on_a_fixed_seed():
             obs = step.obs
         gmv[name] = step.info["episode_metrics"]["gmv"]
         orr[name] = step.info["episode_metrics"]["orr"]
-        assert np.allclose(gmv[name].numpy(), PINNED[name], rtol=1e-5), (name, gmv[name])
+        # The rules are pinned to float precision. ``random``'s GMV is not reproducible across
+        # machines (copy 0 gave 133,338 on the machine that pinned it and 135,455 on another
+        # with the same torch and seed; copy 1 agreed): its continuous scores feed the sampled
+        # dispatch, where one different low bit sends a driver elsewhere and the episode forks.
+        # It is checked to a few percent and by its rank below.
+        rtol = 0.03 if name == "random" else 1e-5
+        assert np.allclose(gmv[name].numpy(), PINNED[name], rtol=rtol), (name, gmv[name])
     for better, worse in (("greedy", "fifo"), ("fifo", "nearest"), ("nearest", "random"),
                           ("shortest", "random"), ("random", "none")):  # fmt: skip
         assert (gmv[better] > gmv[worse]).all(), (better, worse)

@@ -880,10 +880,24 @@ def plot(
     console.print("plots: " + ", ".join(_escape(str(p)) for p in written))
 
 
+#: ``marra reproduce``'s papers: the module and function that run each (paper000 is special:
+#: it returns no result object).
+_REPRODUCTIONS: dict[str, tuple[str, str]] = {
+    "paper000": ("marra.experiments.reproduce", "reproduce_paper000"),
+    "paper002": ("marra.experiments.paper002", "reproduce_paper002"),
+    "paper003": ("marra.experiments.paper003", "reproduce_paper003"),
+    "survey001": ("marra.experiments.survey001", "reproduce_survey001"),
+}
+
+
 @app.command()
 def reproduce(
-    paper: Annotated[str, typer.Argument(help="which paper: paper000 or survey001")],
-    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/paper000"),
+    paper: Annotated[
+        str, typer.Argument(help="which paper: " + ", ".join(_REPRODUCTIONS))
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default: runs/PAPER)")
+    ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="fewer seeds and training steps (minutes, for CI)")
     ] = False,
@@ -898,29 +912,35 @@ def reproduce(
     ] = None,
 ) -> None:
     """Reproduce a paper's experiments: paper000 gives Figures 1 and 2 and summary.md;
-    survey001 the 33-bus voltage study (docs/reproduction.md). The training grid runs as a
-    sweep (docs/sweeps.md), locally or on a Ray cluster."""
-    if paper not in ("paper000", "survey001"):
-        raise _fail(f"PAPER: unknown paper {paper!r}; available: paper000, survey001")
+    paper002 DyPS's Tables 2-4 and 7 and Figures 6 and 9; paper003 ELD's Table 2 and Figures
+    3-7; survey001 the 33-bus voltage study (docs/reproduction.md). The training grid runs as a
+    sweep (docs/sweeps.md), locally or on a Ray cluster; a rerun resumes it."""
+    if paper not in _REPRODUCTIONS:
+        raise _fail(f"PAPER: unknown paper {paper!r}; available: {', '.join(_REPRODUCTIONS)}")
     if backend not in ("local", "ray"):
         raise _fail(f"--backend: 'local' or 'ray', got {backend!r}")
     if workers is not None and workers < 1:
         raise _fail(f"--workers: must be at least 1, got {workers}")
     if address is not None and backend != "ray":
         raise _fail("--address: only with --backend ray")
+    out = out if out is not None else Path("runs") / paper
     check_output_folder(out)
-    from marra.experiments.reproduce import reproduce_paper000
+    import importlib
+
     from marra.experiments.sweep import SpecError, SweepError
 
+    module_name, function_name = _REPRODUCTIONS[paper]
     try:
-        if paper == "survey001":
-            from marra.experiments.survey001 import reproduce_survey001
-
-            result = reproduce_survey001(out, quick=quick, backend=backend, workers=workers,
-                                         address=address, console=console)  # fmt: skip
-            console.print(f"summary: {result.files['summary.md']}")
+        run_paper = getattr(importlib.import_module(module_name), function_name)
+    except ModuleNotFoundError as exc:  # pragma: no cover - only while a paper is being built
+        raise _fail(f"PAPER: {paper} is not available in this build ({exc})") from None
+    try:
+        if paper == "paper000":
+            run_paper(out, quick=quick, backend=backend, workers=workers, address=address)
             return
-        reproduce_paper000(out, quick=quick, backend=backend, workers=workers, address=address)
+        result = run_paper(out, quick=quick, backend=backend, workers=workers,
+                           address=address, console=console)  # fmt: skip
+        console.print(f"summary: {_escape(str(result.files['summary.md']))}")
     except (SpecError, SweepError) as exc:
         raise _fail(str(exc)) from None
 
