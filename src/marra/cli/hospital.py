@@ -892,12 +892,8 @@ _REPRODUCTIONS: dict[str, tuple[str, str]] = {
 
 @app.command()
 def reproduce(
-    paper: Annotated[
-        str, typer.Argument(help="which paper: " + ", ".join(_REPRODUCTIONS))
-    ],
-    out: Annotated[
-        Path | None, typer.Option(help="output folder (default: runs/PAPER)")
-    ] = None,
+    paper: Annotated[str, typer.Argument(help="which paper: " + ", ".join(_REPRODUCTIONS))],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: runs/PAPER)")] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="fewer seeds and training steps (minutes, for CI)")
     ] = False,
