@@ -141,8 +141,9 @@ def copy_group_slots(
         return
     index = torch.as_tensor(targets, dtype=torch.long)
     for param in params:
+        # clone: with one target the source row and the written rows overlap in memory
         param[index.to(param.device)] = (
-            param[source].unsqueeze(0).expand(len(targets), *param.shape[1:])
+            param[source].clone().unsqueeze(0).expand(len(targets), *param.shape[1:])
         )
         for optimizer in optimizers:
             state = optimizer.state.get(param)
@@ -151,7 +152,7 @@ def copy_group_slots(
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     value[index.to(value.device)] = (
-                        value[source].unsqueeze(0).expand(len(targets), *value.shape[1:])
+                        value[source].clone().unsqueeze(0).expand(len(targets), *value.shape[1:])
                     )
 
 
