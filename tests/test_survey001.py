@@ -76,5 +76,5 @@ def test_survey_runs_end_to_end_on_a_tiny_budget(tmp_path):
 def test_the_cli_knows_survey001_and_refuses_unknown_papers(tmp_path):
     out = subprocess.run([sys.executable, "-m", "marra.cli", "reproduce", "survey999", "--out",
                           str(tmp_path / "x")], capture_output=True, text=True)  # fmt: skip
-    assert out.returncode == 2 and "paper000, survey001" in out.stderr
+    assert out.returncode == 2 and "paper000, paper002, paper003, survey001" in out.stderr
     assert not (tmp_path / "x").exists()
