@@ -215,6 +215,8 @@ class Paper002Budget:
         seps_pretrain_fraction: SePS's pretraining share of its steps (whole iterations, at
             least one, always fewer than the run's).
         roles: run the ``roles`` mechanism check.
+        sweep_report: also write the sweep's own report (``training/report.md`` and its
+            figures, :func:`marra.experiments.report.write_report`; most of a tiny run's time).
         roles_steps: its training env-steps, ``{"seps": ..., "dyps": ...}`` (SePS pretrains on
             a quarter of its steps).
         env_options: options merged over a scenario's (by env label), e.g. a small city for
@@ -232,6 +234,7 @@ class Paper002Budget:
     groups: tuple[int, ...] = (2, 3, 4, 5, 6)
     seps_pretrain_fraction: float = 0.1
     roles: bool = True
+    sweep_report: bool = True
     roles_steps: Mapping[str, int] = field(default_factory=lambda: {"seps": 2560, "dyps": 6400})
     env_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -680,6 +683,9 @@ def dyps_gains(table2: Mapping[str, Mapping[str, Stat]] | None) -> list[dict[str
             continue
         rival = max(others, key=lambda r: others[r])
         best = max(means, key=lambda r: means[r] if math.isfinite(means[r]) else -math.inf)
+        finite = [m for m in means.values() if math.isfinite(m)]
+        if max(finite) == min(finite):
+            best = "(all equal)"
         margin = means["DyPS"] - others[rival]
         noise = max(stds.get("DyPS", math.nan), stds.get(rival, math.nan))
         gain = margin / abs(others[rival]) if others[rival] else math.nan
@@ -879,9 +885,9 @@ def plot_figure6b(history: Mapping[int, np.ndarray], greedy: np.ndarray | None, 
 
     iterations = sorted(history)
     picks = sorted({iterations[0], iterations[len(iterations) // 2], iterations[-1]})
-    panels = [(f"iteration {it} ({name})", history[it]) for it, name in
-              zip(picks, ("start", "middle", "end")[-len(picks):] if len(picks) < 3
-                  else ("start", "middle", "end"), strict=True)]  # fmt: skip
+    names = {1: ("end",), 2: ("start", "end"), 3: ("start", "middle", "end")}[len(picks)]
+    panels = [(f"iteration {it} ({name})", history[it])
+              for it, name in zip(picks, names, strict=True)]  # fmt: skip
     if greedy is not None:
         panels.append(("saved policy (greedy)", np.asarray(greedy)))
     colours = ListedColormap(plt.get_cmap("tab10").colors[:num_groups])
@@ -1118,12 +1124,13 @@ def reproduce_paper002(
     speed = learning_speed(curves)
     speeds = _cell_speeds(out / "training", plan, info)
     claims = _claims(tables, speed)
-    try:
-        from marra.experiments.report import write_report
+    if budget.sweep_report:
+        try:
+            from marra.experiments.report import write_report
 
-        write_report(out / "training")
-    except Exception as exc:  # the sweep's own report is a bonus; the tables above stand
-        claims["report_error"] = f"{type(exc).__name__}: {exc}"
+            write_report(out / "training")
+        except Exception as exc:  # the sweep's own report is a bonus; the tables above stand
+            claims["report_error"] = f"{type(exc).__name__}: {exc}"
     wall_s = time.perf_counter() - started
     summary = _summary(budget, tables, roles, speed, claims, grouping, speeds,
                        wall_s=wall_s, training_wall_s=training_wall_s,
@@ -1191,14 +1198,15 @@ def _summary(budget: Paper002Budget, tables: Tables, roles: Sequence[Mapping[str
              grouping: Mapping[str, Any], speeds: Mapping[str, float], *, wall_s: float,
              training_wall_s: float, ran: int, cells: int, backend: str) -> str:  # fmt: skip
     seeds = ", ".join(map(str, budget.seeds))
+    plural = "s" if len(budget.seeds) > 1 else ""
     smaller = [c for c in ENV_CASES if budget.steps[c.label] < PAPER_STEPS[c.label]]
     lines = [
         "# paper002: parameter sharing (NoPS, PS, PS-id, PSA, SePS, DyPS)",
         "",
-        f"{len(budget.seeds)} seeds ({seeds}); paper 002: 5. Each cell (scheme, scenario, seed) "
-        f"is trained, then evaluated on {budget.episodes} episodes seeded by its seed (the same "
-        "episodes for every method of that seed); cells give mean ± std (sample, n - 1) over "
-        "seeds of the per-seed means. IPPO backbone, K = "
+        f"{len(budget.seeds)} seed{plural} ({seeds}); paper 002: 5. Each cell (scheme, "
+        f"scenario, seed) is trained, then evaluated on {budget.episodes} episodes seeded by its "
+        "seed (the same episodes for every method of that seed); cells give mean ± std "
+        "(sample, n - 1) over seeds of the per-seed means. IPPO backbone, K = "
         f"{budget.num_groups} groups for SePS and DyPS, Table 6's learning rates and discounts.",
         "",
         f"Wall time {wall_s:.0f} s ({training_wall_s:.0f} s in the sweep, {ran} of {cells} "
