@@ -55,6 +55,8 @@ __all__ = [
     "Paper002Result",
     "paper002_spec",
     "paper002_methods",
+    "budget_cpu_hours",
+    "paper_budget_cpu_hours",
     "reproduce_paper002",
     "scores_by_method",
     "rank_marks",
@@ -240,12 +242,14 @@ class Paper002Budget:
 
     @classmethod
     def full(cls) -> Paper002Budget:
-        """About 35-40 minutes on two free cores: 3 seeds, budgets far below Table 6's."""
+        """3 seeds, budgets far below Table 6's: about 5 CPU-hours of training (2.5-3 h on two
+        cores), estimated from the quick run's measured speeds (``docs/reproduction.md``)."""
         return cls()
 
     @classmethod
     def quick(cls) -> Paper002Budget:
-        """A few minutes: one seed, two iterations per learner, 2 evaluation episodes."""
+        """About 4.5 minutes on two shared cores: one seed, two iterations per learner, 2
+        evaluation episodes, the roles check at its full size."""
         return cls(
             seeds=(1,), episodes=2,
             steps={"lbf-1": 800, "lbf-2": 800, "rware-1": 1_000, "rware-2": 1_000, "rh-1": 576,
@@ -993,17 +997,23 @@ def _cell_speeds(training: Path, plan: Any, info: Mapping[str, MethodInfo]
     return {env: float(np.mean(v)) for env, v in rates.items()}
 
 
-def paper_budget_cpu_hours(speeds: Mapping[str, float], budget: Paper002Budget) -> float:
-    """CPU-hours the :meth:`Paper002Budget.paper` grid would take at the measured speeds."""
-    paper = Paper002Budget.paper()
-    methods, info = paper002_methods(budget)
+def budget_cpu_hours(speeds: Mapping[str, float], target: Paper002Budget) -> float:
+    """CPU-hours of training the ``target`` budget's learner cells would take at the measured
+    ``speeds`` (seconds per env-step per env label; evaluation and the roles check left out):
+    an estimate, no better than the speeds (measured on short runs, on a shared machine)."""
+    methods, info = paper002_methods(target)
     total = 0.0
     for method in methods:
         what = info[method["name"]]
         if what.table in ("rules", "roles") or what.env not in speeds:
             continue
-        total += speeds[what.env] * paper.steps[what.env] * len(paper.seeds)
+        total += speeds[what.env] * target.steps[what.env] * len(target.seeds)
     return total / 3600.0
+
+
+def paper_budget_cpu_hours(speeds: Mapping[str, float]) -> float:
+    """:func:`budget_cpu_hours` of :meth:`Paper002Budget.paper` (Table 6's budgets)."""
+    return budget_cpu_hours(speeds, Paper002Budget.paper())
 
 
 @dataclass
@@ -1228,10 +1238,13 @@ def _summary(budget: Paper002Budget, tables: Tables, roles: Sequence[Mapping[str
             "```",
             "",
         ]
-    hours = paper_budget_cpu_hours(speeds, budget) if speeds else math.nan
+    hours = paper_budget_cpu_hours(speeds) if speeds else math.nan
+    full = budget_cpu_hours(speeds, Paper002Budget.full()) if speeds else math.nan
     if math.isfinite(hours):
-        lines += [f"At this run's measured training speed the paper's budgets would take about "
-                  f"{hours:,.0f} CPU-hours (one core per cell).", ""]  # fmt: skip
+        lines += [f"Estimates at this run's measured training speeds (one core per cell, "
+                  f"training only): the paper's budgets about {hours:,.0f} CPU-hours; the "
+                  f"`full` preset about {full:,.1f} CPU-hours ({full / 2:,.1f} h on 2 cores).",
+                  ""]  # fmt: skip
     lines += ["| scenario | env | training env-steps (ours) | Table 6 | copies | s per 1k "
               "env-steps (measured) |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for case in ENV_CASES:
