@@ -70,6 +70,7 @@ def test_a_tiny_run_writes_every_promised_file_and_every_table_cell(tiny_run) ->
     assert {r["method"].split(" (")[0] for r in result.roles} == {"SePS", "DyPS"}
     for row in result.roles:
         assert -1.0 <= row["ari"] <= 1.0 and 1 <= row["groups_used"] <= row["agents"]
+        assert isinstance(row["pure"], bool) and (row["ari"] < 1.0 or row["pure"])
     summary = (out / "summary.md").read_text()
     for heading in ("## Table 2 (ours)", "## Table 2 (paper 002)", "## Table 3", "## Table 4",
                     "## Table 7", "## Figure 6(a)", "## Figure 6(b)", "## Figure 9",

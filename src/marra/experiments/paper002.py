@@ -945,7 +945,9 @@ def roles_check(training: Path, plan: Any, info: Mapping[str, MethodInfo],
             "method": what.row, "env": what.env, "seed": entry.seed,
             "agents": options["num_agents"], "roles": options["num_roles"],
             "groups_used": int(len(np.unique(groups))),
-            "ari": float(adjusted_rand_score(roles, groups)), "accuracy": float(accuracy),
+            "ari": float(adjusted_rand_score(roles, groups)),
+            "pure": all(len(set(roles[groups == g].tolist())) == 1 for g in np.unique(groups)),
+            "accuracy": float(accuracy),
             "grouping": " ".join(str(int(g)) for g in groups),
         })  # fmt: skip
     return out
@@ -1395,12 +1397,17 @@ def _summary(budget: Paper002Budget, tables: Tables, roles: Sequence[Mapping[str
             "has role i mod R). A grouping that recovers the roles has adjusted Rand index 1 "
             "(`sklearn.metrics.adjusted_rand_score`; 0 is chance).",
             "",
-            "| method | agents / roles | seed | groups used | ARI | accuracy | grouping |",
-            "|---|---|---:|---:|---:|---:|---|",
+            "A grouping finer than the roles (SePS's Davies-Bouldin rule may pick near-singletons: "
+            "agents of one role encode to nearly one point) has a low ARI but is still right if "
+            "no group mixes roles (column *pure*).",
+            "",
+            "| method | agents / roles | seed | groups used | ARI | pure | accuracy | grouping |",
+            "|---|---|---:|---:|---:|---|---:|---|",
         ]
         for r in roles:
             lines.append(f"| {r['method']} | {r['agents']} / {r['roles']} | {r['seed']} | "
-                         f"{r['groups_used']} | {r['ari']:.2f} | {r['accuracy']:.2f} | "
+                         f"{r['groups_used']} | {r['ari']:.2f} | {'yes' if r['pure'] else 'no'} | "
+                         f"{r['accuracy']:.2f} | "
                          f"`{r['grouping']}` |")  # fmt: skip
     lines += ["", "The comparison with the paper, and why results differ: "
               "`docs/reproduction.md` (paper 002).", ""]  # fmt: skip
