@@ -31,7 +31,7 @@ same grid on a cluster:
 The training budgets are :class:`Paper002Budget`: the paper's Table 6 does not fit two cores,
 so :meth:`Paper002Budget.full` trains far less and says so in ``summary.md``, which also gives
 the command that runs :meth:`Paper002Budget.paper` (Table 6's budgets, 5 seeds) on a Ray
-cluster. ``docs/reproduction.md`` compares a full run with the paper.
+cluster. ``docs/reproduction.md`` compares the measured runs with the paper.
 """
 
 from __future__ import annotations
