@@ -937,9 +937,9 @@ def _summary(budget: Paper003Budget, job: Mapping[str, Any], fd: Mapping[str, An
         "**Units.** marra's Job outcome is each agent's *share* of the episode's steps on the "
         "server (so utilization = sum of outcomes) and H/N is in those units; the paper's "
         "Table 2 gives shares for min/max utility but H/N of about 20 for a monopoly, a unit it "
-        "does not state (one agent on the server 90% of 1,000 steps gives H/N 82 in steps, 0.082 "
-        "in shares). Compare H/N *ratios* (ELD against its backbone), not values. Matthew's "
-        "outcome is items per agent.",
+        "does not state (one agent on the server 90% of 1,000 steps and the others 3% each "
+        "gives H/N 82 in steps, 0.082 in shares). Compare H/N *ratios* (ELD against its "
+        "backbone), not values. Matthew's outcome is items per agent.",
         "",
         "## Table 2: Job Scheduling (CTDE)",
         "",
