@@ -330,3 +330,28 @@ def test_ppo_update_reports_finite_statistics_for_discrete_and_continuous():
         stats = ppo_update(model, optimizer, rollout, adv, ret, config, generator)
         assert all(math.isfinite(v) for v in stats.values()), stats
         assert rollout.metrics["episodes"] == 4
+
+
+def test_mappo_takes_the_environments_critic_hint_unless_one_is_given(tmp_path):
+    """The hospital asks for the deep-set critic (marra 0.1's learner); the run records the
+    critic it used, an explicit critic wins, IPPO keeps its local critics, roles has no hint."""
+    from marra.envs.hospital import HospitalEnv
+    from marra.rl.ppo import build_model, resolve_critic
+
+    spec = HospitalEnv(n_hospitals=4).spec
+    assert spec.critic == "pool"
+    assert build_model(spec, PPOConfig()).critic.kind == "pool"
+    assert build_model(spec, PPOConfig(critic="state")).critic.kind == "state"
+    assert build_model(spec, PPOConfig(algo="ippo")).critic.kind == "local"
+    assert resolve_critic(PPOConfig(), make("roles").spec).critic == "auto"
+    result = train(PPOConfig(total_steps=40, num_envs=2, checkpoint_every=100), {"n_hospitals": 4},
+                   env="hospital", out_dir=tmp_path, progress=False)  # fmt: skip
+    assert result.model.critic.kind == "pool"
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["critic"] == "pool"
+    assert load_policy(result.policy_path).act(torch.zeros(1, 4, spec.obs_dim)).shape[:2] == (1, 4)
+
+
+def test_a_spec_with_an_unknown_critic_hint_is_refused():
+    with pytest.raises(ValueError, match=r"spec\.critic: 'state', 'pool' or None, got 'mean'"):
+        EnvSpec(name="x", num_agents=1, agent_ids=("a",), obs_dim=1, state_dim=1,
+                action=ActionSpec.discrete(2), horizon=1, reward="team", critic="mean")  # fmt: skip

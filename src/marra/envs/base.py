@@ -183,6 +183,9 @@ class EnvSpec:
         any_num_agents: a policy without per-agent parameters runs on any ``num_agents``.
         action_scale: for continuous actions, the typical size of a useful action: learners
             scale their unit Gaussian outputs by it (None: half the action range).
+        critic: the centralised critic input that MAPPO uses on this environment when its
+            config says ``critic="auto"``: ``"state"`` or ``"pool"`` (None: MAPPO's default,
+            ``"state"``). An explicit ``critic`` in the config always wins.
     """
 
     name: str
@@ -199,6 +202,7 @@ class EnvSpec:
     outcome: str = "each agent's undiscounted return"
     any_num_agents: bool = True
     action_scale: float | None = None
+    critic: Literal["state", "pool"] | None = None
 
     def __post_init__(self) -> None:
         check_int("spec.num_agents", self.num_agents)
@@ -210,6 +214,8 @@ class EnvSpec:
             raise EnvError(
                 f"spec.agent_ids: need {self.num_agents} distinct names, got {len(self.agent_ids)}"
             )
+        if self.critic not in (None, "state", "pool"):
+            raise ValueError(f"spec.critic: 'state', 'pool' or None, got {self.critic!r}")
         if self.reward not in ("agent", "team"):
             raise EnvError(f"spec.reward: 'agent' or 'team', got {self.reward!r}")
         object.__setattr__(self, "metrics", tuple(self.metrics))

@@ -369,6 +369,9 @@ class HospitalEnv(MultiAgentEnv):
             outcome="each hospital's coverage y/t at the last step",
             any_num_agents=True,
             action_scale=10.0,  # staff: the typical gap |t - c| of the default network
+            # marra 0.1's centralised critic (a deep set over hospitals): MAPPO with it is
+            # that learner; the summary state critic learned slower here (docs/performance.md)
+            critic="pool",
         )
 
         shape = (self.num_envs, self.n)

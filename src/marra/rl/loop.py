@@ -408,6 +408,9 @@ def train(
     env_settings = describe_settings(options)
     environment = make_training_env(env, options, config, make_env)
     spec = environment.spec
+    from marra.rl.ppo import resolve_critic
+
+    config = resolve_critic(config, spec)  # the checkpoint and policy record the critic used
     rollout_steps = int(getattr(config, "rollout_steps", None) or spec.horizon)
     steps_per_iteration = rollout_steps * config.num_envs
     num_iterations = max(1, math.ceil(config.total_steps / steps_per_iteration))

@@ -37,6 +37,7 @@ from .sharing import SharingScheme, make_sharing
 __all__ = [
     "ActorCritic",
     "build_model",
+    "resolve_critic",
     "sharing_options",
     "build_agent",
     "ppo_update",
@@ -179,6 +180,16 @@ def sharing_options(config: Any, spec: EnvSpec) -> dict[str, Any]:
     return options
 
 
+def resolve_critic(config: PPOConfig, spec: EnvSpec) -> PPOConfig:
+    """``config`` with ``critic="auto"`` replaced by the environment's hint ``spec.critic`` for
+    MAPPO (the hospital: ``"pool"``); every other config unchanged. The resolved critic is what
+    the checkpoint and the policy file record."""
+    hint = getattr(spec, "critic", None)
+    if hint is None or getattr(config, "algo", None) != "mappo" or config.critic != "auto":
+        return config
+    return config.replace(critic=hint)
+
+
 def build_model(spec: EnvSpec, config: PPOConfig) -> ActorCritic:
     """The actor-critic that ``config`` describes for an environment with ``spec``.
 
@@ -186,6 +197,7 @@ def build_model(spec: EnvSpec, config: PPOConfig) -> ActorCritic:
         CompatibilityError: see :func:`check_compatible`; also sharing ``psa`` with the
             ``pool`` critic (PSA needs per-agent critics).
     """
+    config = resolve_critic(config, spec)
     check_compatible(config, spec)
     n = spec.num_agents
     sharing = make_sharing(config.sharing, n, **sharing_options(config, spec))
