@@ -256,7 +256,11 @@ def train(
         typer.Option(help="dyps: the selector's reward, team (total) or agent (own) [team]"),
     ] = None,
     critic: Annotated[
-        str, typer.Option(help="critic input: auto (ippo: local, mappo: state), local, state, pool")
+        str,
+        typer.Option(
+            help="critic input: auto (ippo: local; mappo: the env's hint, else state; the "
+            "hospital's: pool), local, state, pool"
+        ),
     ] = "auto",
     scenario: Annotated[
         str | None, typer.Option(help=f"hospital shortcut: {SCENARIO_HELP}")
