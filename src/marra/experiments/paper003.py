@@ -106,7 +106,14 @@ class Paper003Budget:
         num_envs: game copies per learner (one iteration = ``num_envs`` episodes).
         learning_rate: the actor's (the original: 1e-4 Job, 2.5e-4 Matthew, over 100 times
             our budget; see ``summary.md``).
-        job_dual_lr, matthew_dual_lr: ELD's eta, in the units of each game's H/N.
+        job_dual_lr, matthew_dual_lr: ELD's eta, in the units of each game's H/N (Job: of
+            H/N counted in steps when ``job_hn_steps``).
+        job_hn_steps: run ELD on Job as if H/N were counted in server steps (marra's outcome
+            is the share of steps, H/N about 0.09 for a monopoly, which a cost capped at
+            ``lambda_max`` 12 makes about 1% of a monopolist's return): the same as scaling
+            the outcome by the horizon ``k``, i.e. ``lambda_max`` times ``k`` and eta times
+            ``k^2`` on the share-valued H/N (the dual ascent and the cost ``lambda H/N`` are then
+            exactly those of H/N in steps).
         wqmix: include WQMIX and ELD_WQMIX (Table 2 and Figure 5).
         ablation_seeds: the seeds of Figure 7 (ELD_SOTO on Matthew per lambda_max).
         lambda_maxes: Figure 7's caps.
@@ -124,7 +131,8 @@ class Paper003Budget:
     matthew_steps: int = 160_000
     num_envs: int = 16
     learning_rate: float = 1e-3
-    job_dual_lr: float = 20.0
+    job_dual_lr: float = 0.25
+    job_hn_steps: bool = True
     matthew_dual_lr: float = 2.0
     wqmix: bool = True
     ablation_seeds: tuple[int, ...] = (1, 2, 3)
@@ -217,8 +225,11 @@ def _ppo(algo: str, steps: int, budget: Paper003Budget, *, job: bool, **extra: A
 
 
 def _eld(budget: Paper003Budget, *, job: bool, lambda_max: float = 12.0) -> dict[str, Any]:
-    return {"equity": "eld", "equity_budget": 0.0, "lambda_max": lambda_max,
-            "dual_lr": budget.job_dual_lr if job else budget.matthew_dual_lr,
+    eta = budget.job_dual_lr if job else budget.matthew_dual_lr
+    if job and budget.job_hn_steps:  # H/N in steps = k x H/N in shares, k the horizon
+        k = float(budget.job_horizon)
+        lambda_max, eta = lambda_max * k, eta * k * k
+    return {"equity": "eld", "equity_budget": 0.0, "lambda_max": lambda_max, "dual_lr": eta,
             "dual_every": budget.num_envs}  # fmt: skip
 
 
@@ -919,8 +930,16 @@ def _summary(budget: Paper003Budget, job: Mapping[str, Any], fd: Mapping[str, An
         "budget); otherwise the original's settings (gamma 0.98, clip 0.1, entropy 0.03, critic "
         "learning rate 1e-3, Monte-Carlo returns on Job and GAE 0.97 on Matthew, T = 25 / 50, "
         "FEN max_u 0.25 / 0.15). ELD: epsilon 0, tau 0.1, lambda_max 12, K = one iteration, "
-        f"eta {budget.job_dual_lr:g} (Job) / {budget.matthew_dual_lr:g} (Matthew), alpha 0. "
-        "Mean ± std (population) over seeds of each seed's mean over its evaluation episodes.",
+        f"eta {budget.job_dual_lr:g} (Job) / {budget.matthew_dual_lr:g} (Matthew), alpha 0"
+        + (
+            f"; on Job, lambda_max and eta apply to H/N counted in steps (in marra's share units "
+            f"lambda_max {12 * budget.job_horizon:g} and eta "
+            f"{budget.job_dual_lr * budget.job_horizon**2:g}: with shares the capped cost is "
+            "about 1% of a monopolist's return and ELD changes next to nothing). "
+            if budget.job_hn_steps
+            else ". "
+        )
+        + "Mean ± std (population) over seeds of each seed's mean over its evaluation episodes.",
         "",
         f"Wall time {wall_s:.0f} s ({training_wall_s:.0f} s the sweep; {ran} of {total} cells "
         f"ran now, the rest were reused), backend {backend}. "
