@@ -370,7 +370,7 @@ class HospitalEnv(MultiAgentEnv):
             any_num_agents=True,
             action_scale=10.0,  # staff: the typical gap |t - c| of the default network
             # marra 0.1's centralised critic (a deep set over hospitals): MAPPO with it is
-            # that learner; the summary state critic learned slower here (docs/performance.md)
+            # that learner (docs/performance.md, 'Training: before and after the multi-agent core')
             critic="pool",
         )
 
