@@ -166,6 +166,7 @@ def test_training_benchmark_runs_both_torchrl_routes_on_the_same_evaluation_set(
         + ["--n-hospitals", "20", "--horizon", "10", "--transfer-budget", "20"]
         + ["--throughput-steps", "160", "--eval-every", "160", "--eval-episodes", "2"]
         + ["--total-steps", "480", "--peers", "torchrl-wrapper,torchrl-native"]
+        + ["--critic", "state"]  # the peer's critic: a state MLP (the hospital default is pool)
         + ["--out", str(out)],
         cwd=ROOT,
         capture_output=True,
