@@ -78,3 +78,32 @@ def test_the_cli_knows_survey001_and_refuses_unknown_papers(tmp_path):
                           str(tmp_path / "x")], capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 2 and "paper000, paper002, paper003, survey001" in out.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "spark"}, "backend: 'local' or 'ray'"),
+        ({"workers": 0}, "workers: must be a positive integer"),
+        ({"address": "auto"}, "address: only with backend 'ray'"),
+        ({"quick": True, "budget": TINY}, "quick: give either quick=True or a budget"),
+        ({"budget": "tiny"}, "budget: expected a SurveyBudget"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, kwargs, message):
+    from marra.experiments.sweep import SpecError
+
+    out = tmp_path / "survey"
+    with pytest.raises(SpecError, match=message):
+        reproduce_survey001(out, progress=False, **kwargs)
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    from marra.experiments.sweep import SpecError
+
+    out = tmp_path / "file"
+    out.write_text("x")
+    with pytest.raises(SpecError, match="exists and is not a folder"):
+        reproduce_survey001(out, budget=TINY, progress=False)
+    assert out.read_text() == "x"

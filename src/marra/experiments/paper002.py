@@ -1048,40 +1048,20 @@ def reproduce_paper002(
         SpecError: a bad argument or budget field (the message names it), or
             ``out/training`` holds a sweep of another budget.
     """
-    from marra.experiments.sweep import SpecError, SweepError, cell_dir, plan_sweep, run_sweep
+    from marra.experiments._reproduction import check_arguments, run_training_grid, stage_printer
+    from marra.experiments.sweep import cell_dir, plan_sweep
 
-    if backend not in ("local", "ray"):
-        raise SpecError(f"backend: 'local' or 'ray', got {backend!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):  # fmt: skip
-        raise SpecError(f"workers: must be a positive integer, got {workers!r}")
-    if address is not None and backend != "ray":
-        raise SpecError("address: only with backend 'ray'")
-    if budget is not None and quick:
-        raise SpecError("quick: give either quick=True or a budget, not both")
-    budget = budget or (Paper002Budget.quick() if quick else Paper002Budget.full())
-    if not isinstance(budget, Paper002Budget):
-        raise SpecError(f"budget: expected a Paper002Budget, got {type(budget).__name__}")
-    budget.check()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"out: {out} exists and is not a folder")
+    budget, out = check_arguments(budget, Paper002Budget, quick=quick, backend=backend,
+                                  workers=workers, address=address, out=out)  # fmt: skip
+    spec = paper002_spec(budget)  # checked before anything is written
+    methods, info = paper002_methods(budget)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    say = console.rule if console is not None else (lambda *_: None)
+    say = stage_printer(console)
 
     say("[bold]paper002: the training grid (sweep)")
-    spec = paper002_spec(budget)
-    methods, info = paper002_methods(budget)
-    outcome = run_sweep(spec, out / "training", backend=backend, workers=workers,
-                        address=address, progress=progress, console=console)  # fmt: skip
-    if outcome.failures:
-        first = outcome.failures[0]
-        raise SweepError(
-            f"paper002: {len(outcome.failures)} cell(s) failed, first {first['method']} on "
-            f"{first['env']} seed {first['seed']}: {first['message']} (see "
-            f"{out / 'training' / 'failures.csv'}; rerun to retry)"
-        )
+    outcome = run_training_grid("paper002", spec, out, backend=backend, workers=workers,
+                                address=address, progress=progress, console=console)  # fmt: skip
     training_wall_s = time.perf_counter() - started
     say("[bold]paper002: tables and figures")
     plan = plan_sweep(spec)

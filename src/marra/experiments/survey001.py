@@ -375,27 +375,22 @@ def reproduce_survey001(
 
     Raises:
         SweepError: a cell of the voltage grid failed (``out/training/failures.csv``).
-        SpecError: ``out/training`` holds a sweep of another budget.
+        SpecError: a bad argument (the message names it), or ``out/training`` holds a sweep of
+            another budget; bad arguments are refused before anything is written.
     """
-    from marra.experiments.sweep import SweepError, plan_sweep, run_sweep
+    from marra.experiments._reproduction import check_arguments, run_training_grid, stage_printer
+    from marra.experiments.sweep import plan_sweep
 
-    out = Path(out)
+    budget, out = check_arguments(budget, SurveyBudget, quick=quick, backend=backend,
+                                  workers=workers, address=address, out=out)  # fmt: skip
+    spec = survey_spec(budget)  # checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    budget = budget or (SurveyBudget.quick() if quick else SurveyBudget.full())
     started = time.perf_counter()
-    say = console.rule if console is not None else (lambda *_: None)
+    say = stage_printer(console)
 
     say("[bold]survey001: the voltage grid (sweep)")
-    spec = survey_spec(budget)
-    outcome = run_sweep(spec, out / "training", backend=backend, workers=workers,
-                        address=address, progress=progress, console=console)  # fmt: skip
-    if outcome.failures:
-        first = outcome.failures[0]
-        raise SweepError(
-            f"survey001: {len(outcome.failures)} cell(s) failed, first {first['method']} on "
-            f"{first['env']} seed {first['seed']}: {first['message']} (see "
-            f"{out / 'training' / 'failures.csv'}; rerun to retry)"
-        )
+    outcome = run_training_grid("survey001", spec, out, backend=backend, workers=workers,
+                                address=address, progress=progress, console=console)  # fmt: skip
     rows = _read_rows(outcome.results_path)
     table = method_table(rows)
     table_rows = [
