@@ -7,15 +7,17 @@ agent-steps are that times the number of agents) of:
   ``lbf-2``) stepped in a plain loop with precomputed uniformly random actions, reset when it
   says ``done`` -- the peer every ratio is quoted against;
 - the adapter (``marra.envs.make``, ``autoreset=True``, ``masked_action="noop"`` so that both
-  sides step exactly the same random actions) with 1 and 2 copies in this process
-  (``workers=0``) and with 2 and 4 copies in 1 and 2 worker processes.
+  sides step exactly the same random actions) with 1, 2 and 4 copies in this process
+  (``workers=0``) and with 2 and 4 copies stepped by two processes (``workers=2``: this one
+  steps the first block while one worker process steps the other).
 
 Only ``step`` calls are timed (auto-resets included, as in the direct loop); each figure is the
 best of ``--repeats`` runs because the machine may be shared (the load average is recorded).
 Before and after the measurements a probe times a pure-Python loop alone and in two processes
 at once: the parallelism it finds (2.0 on two free cores) is the ceiling of any worker speed-up
-in the same run. The columns: env-steps/s, the ratio to ``direct``, for worker rows the ratio
-to the same number of copies in one worker (the parallel speed-up; 2.0 is linear on two cores),
+in the same run. The columns: env-steps/s, the ratio to ``direct``, for two-process rows the
+ratio to the same number of copies in this process alone (the parallel speed-up; 2.0 is linear
+on two cores),
 and the CPU time of the parent plus its workers per env-step (Linux ``/proc``), which shows the
 adapter's overhead even when a shared machine's load distorts the wall-clock figures.
 
@@ -45,9 +47,10 @@ from typing import Any
 
 import numpy as np
 
-#: (copies, workers) of the adapter rows; workers=0 is in-process stepping
-ADAPTER_CONFIGS = ((1, 0), (2, 0), (2, 1), (2, 2), (4, 1), (4, 2))
-QUICK_CONFIGS = ((1, 0), (2, 2))
+#: (copies, workers) of the adapter rows; workers=0 is in-process stepping, workers=2 this
+#: process and one worker process
+ADAPTER_CONFIGS = ((1, 0), (2, 0), (2, 2), (4, 0), (4, 2))
+QUICK_CONFIGS = ((2, 0), (2, 2))
 
 
 def _process_cpu_seconds(pid: int) -> float:
@@ -196,9 +199,9 @@ def _measure(family: str, presets: list[str], args: argparse.Namespace) -> list[
         for copies, workers in QUICK_CONFIGS if args.quick else ADAPTER_CONFIGS:
             row = time_adapter(family, preset, copies, workers, steps, args.repeats)
             row["ratio_to_direct"] = row["env_steps_per_s"] / direct["env_steps_per_s"]
-            one_worker = by_config.get((copies, 1))
-            if workers > 1 and one_worker is not None:
-                row["speedup_vs_1_worker"] = row["env_steps_per_s"] / one_worker["env_steps_per_s"]
+            alone = by_config.get((copies, 0))
+            if workers > 1 and alone is not None:
+                row["speedup_vs_in_process"] = row["env_steps_per_s"] / alone["env_steps_per_s"]
             by_config[(copies, workers)] = row
             rows.append(row)
             print(_line(row), flush=True)
@@ -218,27 +221,27 @@ def rware(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _line(row: dict[str, Any]) -> str:
     where = "direct" if row["method"] == "direct" else f"{row['copies']} copies"
     if row["method"] == "adapter":
-        where += ", in-process" if row["workers"] == 0 else f", {row['workers']} worker(s)"
-    speedup = row.get("speedup_vs_1_worker")
+        where += ", in-process" if row["workers"] <= 1 else f", {row['workers']} processes"
+    speedup = row.get("speedup_vs_in_process")
     return (
         f"{row['preset']:8s} {where:26s} {row['env_steps_per_s']:10,.0f} env-steps/s  "
         f"x{row['ratio_to_direct']:.2f} direct  {row['cpu_us_per_env_step']:6.0f} cpu-us/step"
-        + (f"  x{speedup:.2f} vs 1 worker" if speedup else "")
+        + (f"  x{speedup:.2f} vs in-process" if speedup else "")
     )
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     headers = ["preset", "stepping", "copies", "env-steps/s", "agent-steps/s", "vs direct",
-               "vs 1 worker", "CPU µs / env-step"]  # fmt: skip
+               "vs in-process", "CPU µs / env-step"]  # fmt: skip
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         if row["method"] == "direct":
             stepping = "package directly"
-        elif row["workers"] == 0:
+        elif row["workers"] <= 1:
             stepping = "adapter, in-process"
         else:
-            stepping = f"adapter, {row['workers']} worker(s)"
-        speedup = row.get("speedup_vs_1_worker")
+            stepping = f"adapter, {row['workers']} processes"
+        speedup = row.get("speedup_vs_in_process")
         cells = [
             row["preset"], stepping, str(row["copies"]), f"{row['env_steps_per_s']:,.0f}",
             f"{row['agent_steps_per_s']:,.0f}", f"{row['ratio_to_direct']:.2f}",

@@ -614,8 +614,8 @@ def test_options_are_listed_with_help_and_parse_from_the_command_line():
 # ---------------------------------------------------------------------- worker processes
 @needs_lbf
 def test_workers_shut_down_on_close():
-    env = marra.envs.make("lbf", num_envs=3, workers=2, seed=0)
-    processes = list(env._backend.processes)
+    env = marra.envs.make("lbf", num_envs=5, workers=3, seed=0)
+    processes = list(env._backend.processes)  # this process steps the first block
     assert len(processes) == 2 and all(p.is_alive() for p in processes)
     env.reset()
     env.close()
@@ -639,12 +639,12 @@ def test_workers_shut_down_when_the_env_is_garbage_collected():
 
 @needs_lbf
 def test_a_dead_worker_is_reported_and_the_pool_closed():
-    env = marra.envs.make("lbf", num_envs=2, workers=2, seed=0)
+    env = marra.envs.make("lbf", num_envs=3, workers=3, seed=0)
     env.reset()
-    processes = list(env._backend.processes)
+    processes = list(env._backend.processes)  # the workers of blocks 1 and 2
     processes[1].kill()
     processes[1].join(timeout=5)
-    with pytest.raises(RuntimeError, match="worker 1 died"):
+    with pytest.raises(RuntimeError, match="worker 2 died"):
         env.step(env.baseline("random").act(env._observe()))
     assert not any(p.is_alive() for p in processes)
 
@@ -655,6 +655,38 @@ def test_workers_default_to_one_per_core_and_in_process_for_one_copy():
     env = marra.envs.make("lbf", num_envs=2)
     try:
         assert env.workers == min(2, os.cpu_count() or 1)
+    finally:
+        env.close()
+
+
+@needs_lbf
+def test_this_process_steps_the_first_block_and_one_worker_the_rest():
+    """workers=2: one worker process, and this process steps its own block while it waits."""
+    options = dict(num_envs=3, seed=0, autoreset=True, masked_action="noop")
+    env = marra.envs.make("lbf", workers=2, **options)
+    serial = marra.envs.make("lbf", workers=0, **options)
+    try:
+        assert len(env._backend.processes) == 1
+        assert [len(b) for b in env._backend.blocks] == [2, 1]
+        assert len(env._backend.local) == 2
+        assert torch.equal(env.reset(), serial.reset())
+        rng = np.random.default_rng(3)
+        for _ in range(30):
+            action = torch.as_tensor(rng.integers(0, 6, size=(3, env.num_agents)))
+            a, b = env.step(action), serial.step(action)
+            assert torch.equal(a.obs, b.obs) and torch.equal(a.reward, b.reward)
+            assert torch.equal(a.terminated, b.terminated)
+            assert torch.equal(a.truncated, b.truncated)
+    finally:
+        env.close()
+        serial.close()
+
+
+@needs_lbf
+def test_one_worker_is_in_process_stepping():
+    env = marra.envs.make("lbf", num_envs=2, workers=1, seed=0)
+    try:
+        assert type(env._backend).__name__ == "SerialBackend"
     finally:
         env.close()
 

@@ -133,12 +133,11 @@ class ExternalEnv(MultiAgentEnv):
         self._mask_np = np.ones((e, n, probe.num_actions), dtype=bool) if self._has_mask else None
         self._events = np.zeros(e, dtype=np.float64)
         self._publish()
-        if self.workers == 0:
+        if self.workers <= 1:
             self._backend: SerialBackend | WorkerPool = SerialBackend(self.source, e, probe)
-        else:
-            probe.env.close()
+        else:  # this process steps the first block, workers - 1 processes the others
             layout = (n, d, probe.num_actions, probe.has_mask)
-            self._backend = WorkerPool(self.source, e, self.workers, layout, start_method)
+            self._backend = WorkerPool(self.source, e, self.workers, layout, start_method, probe)
 
     # ---------------------------------------------------------------- the contract
     @property
@@ -257,8 +256,9 @@ class LBFEnv(ExternalEnv):
         env_kwargs: ``ForagingEnv`` constructor arguments overriding the preset's or the id's
             (``{"players": 3, "sight": 2}``; a JSON dict on the command line).
         max_episode_steps: the step limit (default: the package's, 50 for registered ids).
-        workers: processes stepping the copies (default: one per CPU core up to ``num_envs``
-            when ``num_envs > 1``; 0: every copy in this process).
+        workers: processes stepping the copies, this one included (default: one per CPU core
+            up to ``num_envs`` when ``num_envs > 1``; 0 or 1: every copy in this process; ``w``:
+            this process steps the first block and ``w - 1`` worker processes the others).
         start_method: ``forkserver`` (default on Linux) or ``spawn`` for the workers.
         masked_action: ``error`` (default: a masked action raises EnvError) or ``noop`` (it is
             passed to the package, which turns it into NONE).
@@ -286,8 +286,9 @@ class RwareEnv(ExternalEnv):
             (``{"n_agents": 4, "reward_type": "global"}``; a JSON dict on the command line;
             enums by name).
         max_episode_steps: the step limit (default: the package's ``max_steps``).
-        workers: processes stepping the copies (default: one per CPU core up to ``num_envs``
-            when ``num_envs > 1``; 0: every copy in this process).
+        workers: processes stepping the copies, this one included (default: one per CPU core
+            up to ``num_envs`` when ``num_envs > 1``; 0 or 1: every copy in this process; ``w``:
+            this process steps the first block and ``w - 1`` worker processes the others).
         start_method: ``forkserver`` (default on Linux) or ``spawn`` for the workers.
         masked_action: accepted for symmetry with ``lbf``; rware masks nothing.
     """
