@@ -7,8 +7,8 @@ agent-steps are that times the number of agents) of:
   ``lbf-2``) stepped in a plain loop with precomputed uniformly random actions, reset when it
   says ``done`` -- the peer every ratio is quoted against;
 - the adapter (``marra.envs.make``, ``autoreset=True``, ``masked_action="noop"`` so that both
-  sides step exactly the same random actions) with 1, 2 and 4 copies in this process
-  (``workers=0``) and with 2 and 4 copies stepped by two processes (``workers=2``: this one
+  sides step exactly the same random actions) with 1, 2, 4 and 16 copies in this process
+  (``workers=0``) and with 2, 4 and 16 copies stepped by two processes (``workers=2``: this one
   steps the first block while one worker process steps the other).
 
 Only ``step`` calls are timed (auto-resets included, as in the direct loop); each figure is the
@@ -49,7 +49,7 @@ import numpy as np
 
 #: (copies, workers) of the adapter rows; workers=0 is in-process stepping, workers=2 this
 #: process and one worker process
-ADAPTER_CONFIGS = ((1, 0), (2, 0), (2, 2), (4, 0), (4, 2))
+ADAPTER_CONFIGS = ((1, 0), (2, 0), (2, 2), (4, 0), (4, 2), (16, 0), (16, 2))
 QUICK_CONFIGS = ((2, 0), (2, 2))
 
 

@@ -146,12 +146,13 @@ class Paper003Budget:
 
     @classmethod
     def full(cls) -> Paper003Budget:
-        """10 seeds; 160,000 env-steps per learner (1,600 Job episodes of 100 steps)."""
+        """10 seeds; 160,000 env-steps per learner (1,600 Job episodes of 100 steps): 52 min on
+        two cores, 1.5 CPU-hours (measured, ``docs/reproduction.md``)."""
         return cls()
 
     @classmethod
     def short(cls) -> Paper003Budget:
-        """What ``docs/reproduction.md`` reports (about an hour on two shared cores): 5 seeds
+        """A middle budget (under half the full run's time): 5 seeds
         (2 for Figure 7 and the hospital), 100-step episodes, 96,000 / 32,000 env-steps per
         learner on Job / Matthew."""
         return cls(seeds=(1, 2, 3, 4, 5), episodes=5, matthew_horizon=100, job_steps=96_000,
