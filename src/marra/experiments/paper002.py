@@ -242,8 +242,8 @@ class Paper002Budget:
 
     @classmethod
     def full(cls) -> Paper002Budget:
-        """3 seeds, budgets far below Table 6's: about 5 CPU-hours of training (2.5-3 h on two
-        cores), estimated from the quick run's measured speeds (``docs/reproduction.md``)."""
+        """3 seeds, budgets far below Table 6's: 41 min on two cores, about 1 CPU-hour
+        (measured, ``docs/reproduction.md``)."""
         return cls()
 
     @classmethod
