@@ -242,8 +242,8 @@ class Paper002Budget:
 
     @classmethod
     def full(cls) -> Paper002Budget:
-        """5 seeds (as paper 002's Table 2), budgets far below Table 6's: about 70 min on two
-        cores (the same budgets with 3 seeds took 41 min, ``docs/reproduction.md``)."""
+        """5 seeds (as paper 002's Table 2), budgets far below Table 6's: about 67 min on two
+        cores (measured in two steps, ``docs/reproduction.md``)."""
         return cls()
 
     @classmethod
