@@ -37,7 +37,10 @@ from marra.hospital.strategies import transport as transport_module
 from marra.hospital.strategies.transport import (
     _BoxTree,
     _lower_bound,
+    _merge_sorted,
     _SimplexGaveUp,
+    _sorted_unique,
+    _sparse_emd,
     _tame,
     _transport_simplex,
     _tree_potentials,
@@ -1059,3 +1062,47 @@ def test_progress_on_a_terminal_is_one_status_line_that_ends_with_the_plan(monke
     progress.stop()
     progress.stop()  # idempotent
     assert progress.status is None and "level" in screen.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 50), max_size=40),
+    st.lists(st.integers(0, 50), max_size=40),
+)
+def test_key_helpers_equal_numpy_set_operations(old, new):
+    keys = np.unique(np.array(old, dtype=np.int64))
+    values = keys * 0.5
+    assert np.array_equal(_sorted_unique(np.array(old, dtype=np.int64)), keys)
+    fresh = np.setdiff1d(np.array(new, dtype=np.int64), keys)
+    merged, merged_values = _merge_sorted(keys, values, fresh, fresh * 0.5)
+    assert np.array_equal(merged, np.union1d(keys, fresh))
+    np.testing.assert_array_equal(merged_values, merged * 0.5)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 30), st.integers(2, 30), st.integers(0, 10_000))
+def test_a_warm_start_reaches_the_same_optimum_as_a_cold_one(senders, receivers, seed):
+    """The restricted simplex started from any potentials (good or bad) ends at the optimum."""
+    rng = np.random.default_rng(seed)
+    supply = (rng.integers(1, 6, senders) + -(-receivers // senders)).astype(float)
+    demand = rng.multinomial(int(supply.sum()) - receivers, np.ones(receivers) / receivers) + 1.0
+    points = rng.uniform(-5, 5, (senders + receivers, 2))
+    cost = np.linalg.norm(points[:senders, None] - points[None, senders:], axis=2)
+    keep = rng.random(cost.shape) < 0.6
+    i = j = 0  # the north-west corner rule's cells: a feasible plan on the kept pairs
+    left, need = supply.copy(), demand.copy()
+    while i < senders and j < receivers:
+        keep[i, j] = True
+        moved = min(left[i], need[j])
+        left[i] -= moved
+        need[j] -= moved
+        i, j = (i + 1, j) if left[i] == 0 else (i, j + 1)
+    rows, cols = np.nonzero(keep)
+    cold = _sparse_emd(supply, demand, rows, cols, cost[rows, cols])
+    for init in ((cold[3], cold[4]), (rng.normal(0, 5, senders), rng.normal(0, 5, receivers))):
+        warm = _sparse_emd(supply, demand, rows, cols, cost[rows, cols], init)
+        assert float(np.dot(cost[warm[0], warm[1]], warm[2])) == pytest.approx(
+            float(np.dot(cost[cold[0], cold[1]], cold[2])), rel=1e-12, abs=1e-9
+        )
+        np.testing.assert_allclose(np.bincount(warm[0], warm[2], senders), supply)
+        np.testing.assert_allclose(np.bincount(warm[1], warm[2], receivers), demand)
