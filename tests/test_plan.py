@@ -1106,3 +1106,55 @@ def test_a_warm_start_reaches_the_same_optimum_as_a_cold_one(senders, receivers,
         )
         np.testing.assert_allclose(np.bincount(warm[0], warm[2], senders), supply)
         np.testing.assert_allclose(np.bincount(warm[1], warm[2], receivers), demand)
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+def test_recommend_refuses_a_bad_plan_time_limit_before_writing(tmp_path: Path, seconds: str):
+    from typer.testing import CliRunner
+
+    from marra.cli import app
+
+    path = tmp_path / "net.csv"
+    path.write_text(_CSV, encoding="utf-8")
+    out = tmp_path / "plan.csv"
+    result = CliRunner().invoke(
+        app, ["recommend", str(path), "--plan-seconds", seconds, "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "--plan-seconds: must be a positive number of seconds" in result.stderr
+    assert not out.exists()
+
+
+def test_recommend_plan_seconds_stops_the_sparse_plan_with_its_certified_gap(
+    tmp_path: Path, monkeypatch
+):
+    import json
+
+    from typer.testing import CliRunner
+
+    import marra.hospital.strategies as strategies
+    from marra.cli import app
+
+    seen = {}
+    real = strategies.plan
+
+    def spy(network, allocation, **options):
+        seen.update(options)
+        return real(network, allocation, method="sparse-transport", **options)
+
+    monkeypatch.setattr(strategies, "plan", spy)
+    path = tmp_path / "net.csv"
+    generate_network(400, seed=3).to_csv(path)
+    result = CliRunner().invoke(app, ["recommend", str(path), "--plan-seconds", "1e-9", "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen["time_limit"] == 1e-9
+    payload = json.loads(result.stdout)
+    exact = json.loads(CliRunner().invoke(app, ["recommend", str(path), "--json"]).stdout)
+    # stopped after its first check over all pairs: never shorter than the optimum, and the
+    # certified gap covers the difference
+    assert payload["optimality_gap_km"] >= 0.0
+    assert payload["total_distance_km"] >= exact["total_distance_km"] - 1e-6
+    assert (
+        payload["total_distance_km"] - exact["total_distance_km"]
+        <= payload["optimality_gap_km"] + 1e-6
+    )

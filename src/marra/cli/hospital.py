@@ -121,6 +121,16 @@ def recommend(
             metavar="EPS",
         ),
     ] = None,
+    plan_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--plan-seconds",
+            help="with coordinates: stop the exact minimum-distance transfer plan after about "
+            "this many seconds and report it with its certified optimality gap (default: run "
+            "to the proven optimum)",
+            metavar="SECONDS",
+        ),
+    ] = None,
 ) -> None:
     """Recommend who should lend how many staff to whom, with before/after metrics."""
     from marra.hospital.network import InfeasibleError, NetworkError
@@ -135,6 +145,8 @@ def recommend(
     cap = parse_budget(budget, integer=integer)
     if not (math.isfinite(tau) and tau >= 0):
         raise _fail(f"--tau: must be a non-negative number, got {tau:g}")
+    if plan_seconds is not None and not (math.isfinite(plan_seconds) and plan_seconds > 0):
+        raise _fail(f"--plan-seconds: must be a positive number of seconds, got {plan_seconds:g}")
     if max_mre is not None:
         if strategy != "qp":
             raise _fail(
@@ -183,7 +195,7 @@ def recommend(
     decision_seconds = time.perf_counter() - started
     progress = _PlanProgress(err_console)
     try:
-        transfers = plan(network, allocation, progress=progress)
+        transfers = plan(network, allocation, progress=progress, time_limit=plan_seconds)
     finally:
         progress.stop()
     before = report(network, network.current, tau=tau)
