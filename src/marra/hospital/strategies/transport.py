@@ -147,11 +147,16 @@ def _emd(supply: np.ndarray, demand: np.ndarray, cost: Any) -> tuple[Any, dict[s
         warnings.simplefilter("ignore", UserWarning)
         flows, log = ot.emd(supply, demand, cost, numItermax=_EMD_MAX_ITER, log=True)
     if log.get("warning"):
-        raise RuntimeError(
-            f"transfer plan: the transport solver stopped short of the optimum "
-            f"({log['warning']}); use method='largest-first'"
-        )
+        raise _stopped_short(log["warning"])
     return flows, log
+
+
+def _stopped_short(reason: str) -> RuntimeError:
+    """The error for a POT solve that ended before the optimum (``reason``: POT's words)."""
+    return RuntimeError(
+        f"transfer plan: the transport solver stopped short of the optimum ({reason}); "
+        "use method='largest-first'"
+    )
 
 
 def dense_emd(
@@ -212,10 +217,7 @@ def _sparse_emd(
         warnings.simplefilter("ignore", UserWarning)
         message = check_result(code)
     if message:
-        raise RuntimeError(
-            f"transfer plan: the transport solver stopped short of the optimum "
-            f"({message}); use method='largest-first'"
-        )
+        raise _stopped_short(message)
     flows = np.asarray(flows, dtype=np.float64)
     keep = flows > 0
     return (
