@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 pp = pytest.importorskip("pandapower")
@@ -96,9 +96,18 @@ def _compare_with_pandapower(network, load_p, load_q, pv_p, pv_q):
     net.load["q_mvar"] = load_q
     net.sgen["p_mw"] = pv_p
     net.sgen["q_mvar"] = pv_q
-    _quiet_runpp(net, tolerance_mva=1e-9)
+    try:
+        _quiet_runpp(net, tolerance_mva=1e-9)
+    except pp.auxiliary.LoadflowNotConverged:
+        assume(False)  # past the nose of the feeder's PV curve: no solution to compare with
     p, q = _bus_injections(network, load_p, load_q, pv_p, pv_q)
-    result = _flow(network).solve(torch.tensor(p)[None], torch.tensor(q)[None])
+    p, q = torch.tensor(p)[None], torch.tensor(q)[None]
+    result = _flow(network).solve(p, q)
+    if not bool(result.converged[0]):
+        # only next to voltage collapse does the sweep (linear convergence) need more than its
+        # default 100 iterations, and then it says so; with more it must reach pandapower's point
+        assert net.res_bus.vm_pu.min() < 0.6
+        result = PowerFlow(feeder(network).grid, max_iterations=2000).solve(p, q)
     assert bool(result.converged[0])
     vm = result.vm[0].numpy()
     np.testing.assert_allclose(vm, net.res_bus.vm_pu.to_numpy(), rtol=0, atol=1e-6)
@@ -120,6 +129,22 @@ def _unit(n: int) -> st.SearchStrategy:
 # ---------------------------------------------------------------------- the power flow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(load=_unit(32), reactive=_unit(32), sun=_unit(6), q=_unit(6), level=st.floats(0.0, 1.6))
+# two cases Hypothesis found next to voltage collapse (one bus at 3x its peak load): pandapower
+# does not converge on the first, the sweep needs more than 100 iterations on the second
+@example(
+    load=np.eye(32)[30],
+    reactive=np.eye(32)[[15, 16, 28, 30]].sum(0),
+    sun=np.zeros(6),
+    q=np.zeros(6),
+    level=1.5,
+)
+@example(
+    load=np.eye(32)[31],
+    reactive=np.eye(32)[[11, 12, 28, 31]].sum(0),
+    sun=np.zeros(6),
+    q=np.zeros(6),
+    level=1.5625,
+)
 def test_power_flow_matches_pandapower_on_the_33_bus_feeder(load, reactive, sun, q, level):
     fd = feeder("case33bw")
     load_p = level * load * 2 * fd.load_p_peak
