@@ -36,8 +36,10 @@ from scipy.optimize import linprog
 from marra.hospital.strategies import transport as transport_module
 from marra.hospital.strategies.transport import (
     _BoxTree,
+    _DualCheck,
     _lower_bound,
     _merge_sorted,
+    _pair_km,
     _SimplexGaveUp,
     _sorted_unique,
     _sparse_emd,
@@ -45,6 +47,8 @@ from marra.hospital.strategies.transport import (
     _transport_simplex,
     _tree_potentials,
     _violations,
+    _window_sweep,
+    _windows,
     sparse_transport,
     unit_vectors,
 )
@@ -245,12 +249,20 @@ def test_largest_first_matches_a_naive_reference(case):
 
 
 @settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True, max_n=40)))
-def test_sparse_transport_is_the_exact_optimum_with_its_certificate(case):
+@given(
+    st.booleans().flatmap(lambda i: instances(integral=i, with_coords=True, max_n=40)),
+    st.booleans(),
+)
+def test_sparse_transport_is_the_exact_optimum_with_its_certificate(case, windows):
     network, allocation = case
     # a dense level of at most 4 pairs: even these small plans go through the whole hierarchy
-    # (coarsening, refinement, tamed duals, the dual check and column generation)
-    with mock.patch.object(transport_module, "_DENSE_LEVEL_CELLS", 4):
+    # (coarsening, refinement, tamed duals, the dual check and column generation); with
+    # ``windows`` every level also improves its first plan window by window
+    with (
+        mock.patch.object(transport_module, "_DENSE_LEVEL_CELLS", 4),
+        mock.patch.object(transport_module, "_WINDOW_MIN_POINTS", 2 if windows else 10**9),
+        mock.patch.object(transport_module, "_WINDOW_SWEEPS", (2, 4, 3)),
+    ):
         sparse = plan(network, allocation, method="sparse-transport")
     _check_plan_invariants(network, allocation, sparse)
     assert sparse.method == "sparse-transport"
@@ -894,6 +906,94 @@ def test_tamed_potentials_stay_optimal_for_the_restricted_problem(senders, recei
     assert float(supply @ tu + demand @ tv) == pytest.approx(restricted, rel=1e-9, abs=1e-6)
 
 
+@settings(deadline=None, max_examples=80)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_pair_km_gives_the_great_circle_distance(senders, receivers, seed):
+    rng = np.random.default_rng(seed)
+    origin = np.column_stack([rng.uniform(-90, 90, senders), rng.uniform(-180, 180, senders)])
+    destination = np.column_stack(
+        [rng.uniform(-90, 90, receivers), rng.uniform(-180, 180, receivers)]
+    )
+    rows = rng.integers(0, senders, 50)
+    cols = rng.integers(0, receivers, 50)
+    cost = _pair_km(unit_vectors(origin), unit_vectors(destination))
+    np.testing.assert_allclose(
+        cost(rows, cols), haversine_km(origin[rows], destination[cols]), rtol=1e-9, atol=1e-9
+    )
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 40), st.integers(2, 40), st.integers(1, 16), st.integers(0, 2**32 - 1))
+def test_a_window_sweep_keeps_every_amount_and_never_costs_more(senders, receivers, size, seed):
+    rng = np.random.default_rng(seed)
+    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
+    supply = rng.integers(1, 9, senders).astype(float)
+    demand = rng.integers(1, 9, receivers).astype(float)
+    demand[-1] += supply.sum() - demand.sum()
+    if demand[-1] <= 0:
+        return
+    x, y = unit_vectors(origin), unit_vectors(destination)
+    start = _largest_first(supply, demand, 0.0)  # a poor plan: much to improve
+    label = _windows(np.vstack([x, y]), size, float(rng.uniform(0, math.pi)))
+    rows, cols, flows = _window_sweep(x, y, start, label)
+    assert np.all(flows > 0)
+    np.testing.assert_allclose(np.bincount(rows, flows, senders), supply, atol=1e-9)
+    np.testing.assert_allclose(np.bincount(cols, flows, receivers), demand, atol=1e-9)
+    km = haversine_km(origin[:, None, :], destination[None, :, :])
+    before = float(np.dot(km[start[0], start[1]], start[2]))
+    after = float(np.dot(km[rows, cols], flows))
+    assert after <= before + 1e-9 * (1.0 + before)
+    # one window holding everything: the sweep solves the whole problem
+    whole = _window_sweep(x, y, start, np.zeros(senders + receivers, dtype=np.int64))
+    optimum = _pot_cost(km, supply, demand)
+    assert float(np.dot(km[whole[0], whole[1]], whole[2])) == pytest.approx(optimum, rel=1e-9)
+    # windows of one point each: nothing inside a window, nothing moves
+    alone = _window_sweep(x, y, start, np.arange(senders + receivers))
+    assert _sorted_flows(*alone) == _sorted_flows(*start)
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.floats(0.0, 1.0),
+    st.floats(-30.0, 30.0),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_incremental_dual_check_finds_what_a_full_check_finds(
+    senders, receivers, moved, shift, seed
+):
+    rng = np.random.default_rng(seed)
+    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
+    x, y = unit_vectors(origin), unit_vectors(destination)
+    cost = _pair_km(x, y)
+    u = rng.uniform(-50.0, 150.0, senders)
+    v = rng.uniform(-50.0, 50.0, receivers)
+    check = _DualCheck(x, y, cost)
+    tree = _BoxTree(y)
+    first = check(u, v)
+    assert first[3] == transport_module._DUAL_TOL  # the first check is a full one
+    # move some potentials up, some down, and shift all by a constant (u + c, v - c)
+    u2 = u + shift + np.where(rng.random(senders) < moved, rng.normal(0, 20, senders), 0.0)
+    v2 = v - shift + np.where(rng.random(receivers) < moved, rng.normal(0, 20, receivers), 0.0)
+    with mock.patch.object(transport_module, "_INCREMENTAL", 1.0):  # always incremental
+        rows, cols, reduced, tol = check(u2, v2)
+    assert tol > transport_module._DUAL_TOL
+    expected = _violations(tree, x, u2, v2, cost)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(
+        zip(expected[0].tolist(), expected[1].tolist(), strict=True)
+    )
+    np.testing.assert_allclose(reduced, cost(rows, cols) - u2[rows] - v2[cols], atol=1e-9)
+    # told to check incrementally never: a full check again, at the plain tolerance
+    with mock.patch.object(transport_module, "_INCREMENTAL", -1.0):
+        again = check(u2 + 1.0, v2)
+    assert again[3] == transport_module._DUAL_TOL
+    expected = _violations(tree, x, u2 + 1.0, v2, cost)
+    assert sorted(zip(again[0].tolist(), again[1].tolist(), strict=True)) == sorted(
+        zip(expected[0].tolist(), expected[1].tolist(), strict=True)
+    )
+
+
 def test_sparse_plan_of_three_thousand_hospitals_equals_the_dense_optimum():
     network = generate_network(3000, seed=11)
     allocation = allocate(network, "qp")
@@ -907,6 +1007,14 @@ def test_sparse_plan_of_three_thousand_hospitals_equals_the_dense_optimum():
     # progress: one line per restricted solve, ending with the proof of optimality
     assert messages and all(m.startswith("transport plan:") for m in messages)
     assert "0 pairs to add" in messages[-1]
+    # window sweeps (used from 20,000 hospitals on) reach the same optimum
+    messages.clear()
+    with mock.patch.object(transport_module, "_WINDOW_MIN_POINTS", 1000):
+        swept = plan(network, allocation, method="sparse-transport", progress=messages.append)
+    assert any("window sweep 3 of 3" in m for m in messages)
+    assert np.array_equal(swept.apply(network.current), allocation)
+    assert swept.total_distance_km == pytest.approx(dense.total_distance_km, rel=1e-10)
+    assert swept.optimality_gap_km <= 1e-7 * swept.total_moved + 1e-6
 
 
 def test_a_time_limit_returns_a_feasible_plan_with_an_honest_gap():

@@ -82,6 +82,21 @@ _NEAR = 16
 #: violated, the round adds those and skips the (costlier) check over all pairs.
 _PARTIAL_PRICING = 0.05
 
+#: A potential that moved by at most this many km since the last full dual check counts as
+#: settled (:class:`_DualCheck`); it widens the certified tolerance by twice as much.
+_SETTLED = 1e-11
+
+#: The dual check prices incrementally while at most this fraction of the hospitals' potentials
+#: rose since its last full check (:class:`_DualCheck`), else it checks all pairs again.
+_INCREMENTAL = 0.25
+
+#: Levels with at least this many senders and receivers improve their first plan window by
+#: window (:func:`_improve_in_windows`) before the column generation goes on.
+_WINDOW_MIN_POINTS = 20_000
+
+#: Window sizes (points per k-d tree leaf, up to twice as many) of the successive sweeps.
+_WINDOW_SWEEPS = (128, 512, 512)
+
 #: Query points handled at once by the dual check (bounds its memory to about 100 MB).
 _QUERY_CHUNK = 4096
 
@@ -404,16 +419,92 @@ def _lower_bound(
     v: np.ndarray,
     bad_cols: np.ndarray,
     bad_reduced: np.ndarray,
+    tol: float = _DUAL_TOL,
 ) -> float:
     """LP-duality lower bound on the optimum from potentials that may violate some pairs.
 
     ``v'_j = min(v_j, min over violating pairs (d_ij - u_i))`` repairs the violations, and every
-    other pair has reduced cost ``>= -_DUAL_TOL``, so ``(u - _DUAL_TOL, v')`` is feasible for
-    every pair and ``sum a (u - tol) + sum b v'`` bounds the optimum from below.
+    other pair has reduced cost ``>= -tol``, so ``(u - tol, v')`` is feasible for every pair
+    and ``sum a (u - tol) + sum b v'`` bounds the optimum from below.
     """
     repaired = v.copy()
     np.minimum.at(repaired, bad_cols, v[bad_cols] + bad_reduced)
-    return float(np.dot(supply, u - _DUAL_TOL) + np.dot(demand, repaired))
+    return float(np.dot(supply, u - tol) + np.dot(demand, repaired))
+
+
+class _DualCheck:
+    """The check over all pairs, made incremental once potentials settle.
+
+    A full check at potentials ``(u0, v0)`` proves ``d_ij - u0_i - v0_j >= -_DUAL_TOL`` for
+    every pair except the violations it found (kept as ``pending``). For new potentials
+    ``(u, v)`` and any constant ``c``, let ``du = u - u0 + c`` and ``dv = v - v0 - c``: a pair
+    with ``du_i <= eta`` and ``dv_j <= eta`` has reduced cost ``>= -_DUAL_TOL - 2 eta`` now,
+    so only the pending pairs, the senders whose ``du`` rose above ``eta`` (against every
+    receiver) and the receivers whose ``dv`` did (against every sender) need pricing. Late
+    rounds of the column generation move the potentials of a few hospitals only, which makes
+    their check a small fraction of a full one. Exact: what it does not report has reduced cost
+    ``>= -(_DUAL_TOL + 2 eta)``, the tolerance :meth:`__call__` returns for the lower bound.
+    """
+
+    def __init__(self, senders: np.ndarray, receivers: np.ndarray, cost: PairCost) -> None:
+        self.senders, self.receivers, self.cost = senders, receivers, cost
+        self.receiver_tree = _BoxTree(receivers)
+        self.sender_tree: _BoxTree | None = None
+        self.base: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __call__(
+        self, u: np.ndarray, v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(rows, cols, reduced, tol)``: the pairs with reduced cost below ``-_DUAL_TOL``
+        that this check found; every other pair has reduced cost ``>= -tol``."""
+        if self.base is not None:
+            found = self._since_base(u, v)
+            if found is not None:
+                return (*found, _DUAL_TOL + 2.0 * _SETTLED)
+        rows, cols, reduced = _violations(self.receiver_tree, self.senders, u, v, self.cost)
+        self.base = (u.copy(), v.copy(), rows, cols)
+        return rows, cols, reduced, _DUAL_TOL
+
+    def _since_base(
+        self, u: np.ndarray, v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        assert self.base is not None
+        base_u, base_v, pending_rows, pending_cols = self.base
+        du, dv = u - base_u, v - base_v
+        shift = 0.0
+        best = np.count_nonzero(du > _SETTLED) + np.count_nonzero(dv > _SETTLED)
+        median = float(np.median(np.concatenate([-du, dv])))
+        if (
+            np.count_nonzero(du + median > _SETTLED) + np.count_nonzero(dv - median > _SETTLED)
+            < best
+        ):
+            shift = median
+        rising_s = np.flatnonzero(du + shift > _SETTLED)
+        rising_r = np.flatnonzero(dv - shift > _SETTLED)
+        if rising_s.size + rising_r.size > _INCREMENTAL * (u.size + v.size):
+            return None
+        found_rows, found_cols = [pending_rows], [pending_cols]
+        if rising_s.size:
+            q, cols = self.receiver_tree.pairs_within(
+                self.senders[rising_s], u[rising_s] - _DUAL_TOL, self.receiver_tree.node_max(v)
+            )
+            found_rows.append(rising_s[q])
+            found_cols.append(cols)
+        if rising_r.size:
+            if self.sender_tree is None:
+                self.sender_tree = _BoxTree(self.senders)
+            q, rows = self.sender_tree.pairs_within(
+                self.receivers[rising_r], v[rising_r] - _DUAL_TOL, self.sender_tree.node_max(u)
+            )
+            keep = du[rows] + shift <= _SETTLED  # the rising senders' pairs are found above
+            found_rows.append(rows[keep])
+            found_cols.append(rising_r[q[keep]])
+        r = v.size
+        keys = _sorted_unique(np.concatenate(found_rows) * r + np.concatenate(found_cols))
+        rows, cols = keys // r, keys % r  # a pending pair may also be found by a query
+        reduced = self.cost(rows, cols) - u[rows] - v[cols]
+        bad = reduced < -_DUAL_TOL
+        return rows[bad], cols[bad], reduced[bad]
 
 
 def _tame(
@@ -591,6 +682,99 @@ def _merge_sorted(
     return np.insert(keys, at, new_keys), np.insert(values, at, new_values)
 
 
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """The 3 x 3 rotation by ``angle`` radians about the unit vector ``axis`` (Rodrigues)."""
+    x, y, z = axis
+    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * (cross @ cross)
+
+
+def _windows(points: np.ndarray, size: int, angle: float) -> np.ndarray:
+    """A window label per point: the leaves (``size`` to ``2 size`` points) of a k-d tree over
+    ``points`` turned by ``angle`` about their mean direction, so that windows of different
+    angles straddle each other's borders."""
+    centre = points.mean(axis=0)
+    length = float(np.linalg.norm(centre))
+    axis = centre / length if length > 1e-9 else np.array([0.0, 0.0, 1.0])
+    tree = _BoxTree(points @ _rotation(axis, angle).T, leaf=size)
+    bounds = tree.bounds[tree.depth]
+    label = np.empty(points.shape[0], dtype=np.int64)
+    label[tree.perm] = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
+    return label
+
+
+def _window_sweep(
+    senders: np.ndarray,
+    receivers: np.ndarray,
+    plan: tuple[np.ndarray, np.ndarray, np.ndarray],
+    label: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sweep of primal domain decomposition over the windows ``label`` (one per sender,
+    then one per receiver): in each window, the flows between its own senders and receivers
+    are replaced by an optimal transport of the same amounts over **all** their pairs (dense,
+    by POT); flows that cross a window's border stay. Every window's plan keeps its row and
+    column sums, so the plan stays feasible and its cost never rises.
+    """
+    from ot.lp.emd_wrap import emd_c
+
+    rows, cols, flows = plan
+    s = senders.shape[0]
+    window = label[:s][rows]
+    inside = window == label[s:][cols]
+    kept = [(rows[~inside], cols[~inside], flows[~inside])]
+    order = np.flatnonzero(inside)
+    order = order[np.argsort(window[order], kind="stable")]
+    held = window[order]
+    starts = np.r_[0, np.flatnonzero(held[1:] != held[:-1]) + 1, held.size]
+    if not held.size:
+        starts = starts[:1]  # no flow inside any window
+    for start, stop in zip(starts[:-1], starts[1:], strict=True):
+        entry = order[start:stop]
+        from_, from_at = np.unique(rows[entry], return_inverse=True)
+        to, to_at = np.unique(cols[entry], return_inverse=True)
+        if from_.size <= 1 or to.size <= 1:
+            kept.append((rows[entry], cols[entry], flows[entry]))  # nothing to rearrange
+            continue
+        supply = np.bincount(from_at, weights=flows[entry])
+        demand = np.bincount(to_at, weights=flows[entry])
+        demand *= supply.sum() / demand.sum()  # float flows: equal totals for POT
+        chord = np.sqrt(np.maximum(2.0 - 2.0 * (senders[from_] @ receivers[to].T), 0.0))
+        cost = _chord_km(chord)
+        moved, _, _, _, code = emd_c(supply, demand, cost, _EMD_MAX_ITER, 1)
+        if code != 1:  # not optimal (float noise in the totals): keep what was there
+            kept.append((rows[entry], cols[entry], flows[entry]))
+            continue
+        at = np.nonzero(moved > 0)
+        kept.append((from_[at[0]], to[at[1]], moved[at]))
+    return (
+        np.concatenate([k[0] for k in kept]),
+        np.concatenate([k[1] for k in kept]),
+        np.concatenate([k[2] for k in kept]),
+    )
+
+
+def _improve_in_windows(
+    senders: np.ndarray,
+    receivers: np.ndarray,
+    plan: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cost: PairCost,
+    run: _Run,
+    depth: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:data:`_WINDOW_SWEEPS` sweeps of :func:`_window_sweep`, each over windows turned by a
+    different angle. Returns the improved plan ``(rows, cols, flows)``."""
+    points = np.vstack([senders, receivers])
+    for sweep, size in enumerate(_WINDOW_SWEEPS):
+        label = _windows(points, size, sweep * math.pi / (2 * len(_WINDOW_SWEEPS)))
+        plan = _window_sweep(senders, receivers, plan, label)
+        total = float(np.dot(cost(plan[0], plan[1]), plan[2]))
+        run.say(
+            f"transport plan: level {run.levels - depth} of {run.levels}, window sweep "
+            f"{sweep + 1} of {len(_WINDOW_SWEEPS)}: {total:,.1f} km"
+        )
+    return plan
+
+
 def _solve_level(
     senders: np.ndarray,
     receivers: np.ndarray,
@@ -627,7 +811,7 @@ def _solve_level(
     keys = _refine(coarse_rows, coarse_cols, sender_cell, receiver_cell, r)
     # the coarse potential at every hospital: where this level's potentials should lie
     reference = np.concatenate([coarse_u[sender_cell], -coarse_v[receiver_cell]])
-    tree = _BoxTree(receivers)
+    check = _DualCheck(senders, receivers, cost)
     pool = _near_pairs(senders, receivers)  # priced first, every round (partial pricing)
     pool_cost = cost(pool // r, pool % r)
     finest = depth == 0
@@ -637,6 +821,29 @@ def _solve_level(
         warm = (reference[:s], -reference[s:])
         flow_rows, flow_cols, flows, u, v = _sparse_emd(supply, demand, rows, cols, pair_cost, warm)
         u, v = _tame((s, r), (rows, cols, pair_cost), (flow_rows, flow_cols), u, v, reference)
+        if round_ == 1 and s + r >= _WINDOW_MIN_POINTS:
+            # improve the plan window by window, then price with the potentials of its support
+            flow_rows, flow_cols, flows = _improve_in_windows(
+                senders, receivers, (flow_rows, flow_cols, flows), cost, run, depth
+            )
+            support = _sorted_unique(flow_rows * r + flow_cols)
+            support_rows, support_cols = support // r, support % r
+            support_cost = cost(support_rows, support_cols)
+            round_1 = np.concatenate([u, -v])
+            flow_rows, flow_cols, flows, u, v = _sparse_emd(
+                supply, demand, support_rows, support_cols, support_cost, (u, v)
+            )
+            u, v = _tame(
+                (s, r),
+                (support_rows, support_cols, support_cost),
+                (flow_rows, flow_cols),
+                u,
+                v,
+                round_1,
+            )
+            new = support[~np.isin(support, keys, assume_unique=True)]
+            keys, pair_cost = _merge_sorted(keys, pair_cost, new, cost(new // r, new % r))
+            rows, cols = keys // r, keys % r
         total = float(np.dot(cost(flow_rows, flow_cols), flows))
         if finest:
             run.rounds = round_
@@ -650,8 +857,8 @@ def _solve_level(
             lower = -math.inf
             status = "bound after the next full check"
         else:
-            bad_rows, bad_cols, bad_reduced = _violations(tree, senders, u, v, cost)
-            lower = _lower_bound(supply, demand, u, v, bad_cols, bad_reduced)
+            bad_rows, bad_cols, bad_reduced, tol = check(u, v)
+            lower = _lower_bound(supply, demand, u, v, bad_cols, bad_reduced, tol)
             status = f"optimal within {max(0.0, total - lower):,.3g} km"
         run.say(
             f"transport plan: level {run.levels - depth} of {run.levels} "
