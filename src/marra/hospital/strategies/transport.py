@@ -28,6 +28,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -92,7 +93,7 @@ _INCREMENTAL = 0.25
 
 #: Levels with at least this many senders and receivers improve their first plan window by
 #: window (:func:`_improve_in_windows`) before the column generation goes on.
-_WINDOW_MIN_POINTS = 20_000
+_WINDOW_MIN_POINTS = 40_000
 
 #: Window sizes (points per k-d tree leaf, up to twice as many) of the successive sweeps.
 _WINDOW_SWEEPS = (128, 512, 512)
@@ -728,29 +729,40 @@ def _window_sweep(
     starts = np.r_[0, np.flatnonzero(held[1:] != held[:-1]) + 1, held.size]
     if not held.size:
         starts = starts[:1]  # no flow inside any window
-    for start, stop in zip(starts[:-1], starts[1:], strict=True):
-        entry = order[start:stop]
+
+    def solve(entry: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from_, from_at = np.unique(rows[entry], return_inverse=True)
         to, to_at = np.unique(cols[entry], return_inverse=True)
         if from_.size <= 1 or to.size <= 1:
-            kept.append((rows[entry], cols[entry], flows[entry]))  # nothing to rearrange
-            continue
+            return rows[entry], cols[entry], flows[entry]  # nothing to rearrange
         supply = np.bincount(from_at, weights=flows[entry])
         demand = np.bincount(to_at, weights=flows[entry])
         demand *= supply.sum() / demand.sum()  # float flows: equal totals for POT
         chord = np.sqrt(np.maximum(2.0 - 2.0 * (senders[from_] @ receivers[to].T), 0.0))
-        cost = _chord_km(chord)
-        moved, _, _, _, code = emd_c(supply, demand, cost, _EMD_MAX_ITER, 1)
+        moved, _, _, _, code = emd_c(supply, demand, _chord_km(chord), _EMD_MAX_ITER, 1)
         if code != 1:  # not optimal (float noise in the totals): keep what was there
-            kept.append((rows[entry], cols[entry], flows[entry]))
-            continue
+            return rows[entry], cols[entry], flows[entry]
         at = np.nonzero(moved > 0)
-        kept.append((from_[at[0]], to[at[1]], moved[at]))
+        return from_[at[0]], to[at[1]], moved[at]
+
+    entries = [order[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    # POT's dense solver releases the GIL: the windows are solved on every core
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        kept += pool.map(solve, entries)
     return (
         np.concatenate([k[0] for k in kept]),
         np.concatenate([k[1] for k in kept]),
         np.concatenate([k[2] for k in kept]),
     )
+
+
+def _workers() -> int:
+    """Threads for the window solves: the cores this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def _improve_in_windows(
