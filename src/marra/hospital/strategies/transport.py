@@ -351,20 +351,27 @@ class _BoxTree:
         return [np.maximum.reduceat(held, bounds[:-1]) for bounds in self.bounds]
 
     def pairs_within(
-        self, queries: np.ndarray, radius: np.ndarray, node_extra: list[np.ndarray]
+        self,
+        queries: np.ndarray,
+        radius: np.ndarray,
+        node_extra: list[np.ndarray],
+        select: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every (query, point) pair whose great-circle distance may be below
         ``radius[query] + node_extra[level][node]`` for the leaf node holding the point.
 
         A superset: a node is opened when the distance from the query to its bounding box (a
         lower bound on the distance to any point inside; the chord to the box converted to
-        km) is at most that radius. Returns ``(query_index, point_index)``.
+        km) is at most that radius. ``select(query_index, point_index)``, if given, returns a
+        mask of the pairs to keep (applied chunk by chunk, which bounds the memory). The
+        chunks of :data:`_QUERY_CHUNK` queries run on every core (numpy releases the GIL).
+        Returns ``(query_index, point_index)``.
         """
-        found_q: list[np.ndarray] = []
-        found_p: list[np.ndarray] = []
         # one coordinate column at a time (gathering (k, 3) rows is several times slower)
         columns = [np.ascontiguousarray(queries[:, axis]) for axis in range(3)]
-        for start in range(0, queries.shape[0], _QUERY_CHUNK):
+        bounds = self.bounds[self.depth]
+
+        def chunk(start: int) -> tuple[np.ndarray, np.ndarray]:
             q = np.arange(start, min(start + _QUERY_CHUNK, queries.shape[0]))
             node = np.zeros(q.size, dtype=np.int64)
             for level in range(self.depth + 1):
@@ -384,14 +391,23 @@ class _BoxTree:
                     q = np.repeat(q, 2)
                     node = np.repeat(2 * node, 2)
                     node[1::2] += 1
-            bounds = self.bounds[self.depth]
             first, size = bounds[node], bounds[node + 1] - bounds[node]
             offset = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
-            found_q.append(np.repeat(q, size))
-            found_p.append(self.perm[np.repeat(first, size) + offset])
-        if not found_q:
+            q, p = np.repeat(q, size), self.perm[np.repeat(first, size) + offset]
+            if select is not None:
+                keep = select(q, p)
+                q, p = q[keep], p[keep]
+            return q, p
+
+        starts = range(0, queries.shape[0], _QUERY_CHUNK)
+        if len(starts) > 1:
+            with ThreadPoolExecutor(max_workers=_workers()) as pool:
+                found = list(pool.map(chunk, starts))
+        else:
+            found = [chunk(start) for start in starts]
+        if not found:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(found_q), np.concatenate(found_p)
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
 def _violations(
@@ -407,10 +423,11 @@ def _violations(
     ``d_ij < u_i + v_j`` needs ``d_ij < u_i + max v`` over the receiver's tree node: a ball query
     of radius ``u_i`` widened per node by its largest ``v``, then the exact test on what it finds.
     """
-    rows, cols = tree.pairs_within(senders, u - _DUAL_TOL, tree.node_max(v))
-    reduced = cost(rows, cols) - u[rows] - v[cols]
-    bad = reduced < -_DUAL_TOL
-    return rows[bad], cols[bad], reduced[bad]
+    def violated(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return cost(rows, cols) - u[rows] - v[cols] < -_DUAL_TOL
+
+    rows, cols = tree.pairs_within(senders, u - _DUAL_TOL, tree.node_max(v), violated)
+    return rows, cols, cost(rows, cols) - u[rows] - v[cols]
 
 
 def _lower_bound(
