@@ -327,7 +327,13 @@ class _BoxTree:
             high = np.maximum.reduceat(held, bounds[:-1], axis=0)
             axis = np.argmax(high - low, axis=1)
             node = np.repeat(np.arange(nodes), np.diff(bounds))
-            perm = perm[np.lexsort((held[np.arange(k), axis[node]], node))]
+            # sort within each node by its widest axis: one float argsort of node + the value
+            # scaled into [0, 0.5) (several times faster than lexsort; a tie at the float
+            # resolution only moves which of two equal points goes to which half)
+            value = held[np.arange(k), axis[node]]
+            low_value, high_value = float(value.min()), float(value.max())
+            scale = 0.5 / (high_value - low_value) if high_value > low_value else 0.0
+            perm = perm[np.argsort(node + (value - low_value) * scale)]
         self.depth = depth
         self.perm = perm
         held = points[perm]
@@ -423,6 +429,7 @@ def _violations(
     ``d_ij < u_i + v_j`` needs ``d_ij < u_i + max v`` over the receiver's tree node: a ball query
     of radius ``u_i`` widened per node by its largest ``v``, then the exact test on what it finds.
     """
+
     def violated(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return cost(rows, cols) - u[rows] - v[cols] < -_DUAL_TOL
 
@@ -842,7 +849,8 @@ def _solve_level(
     reference = np.concatenate([coarse_u[sender_cell], -coarse_v[receiver_cell]])
     check = _DualCheck(senders, receivers, cost)
     pool = _near_pairs(senders, receivers)  # priced first, every round (partial pricing)
-    pool_cost = cost(pool // r, pool % r)
+    pool_rows, pool_cols = pool // r, pool % r
+    pool_cost = cost(pool_rows, pool_cols)
     finest = depth == 0
     rows, cols = keys // r, keys % r
     pair_cost = cost(rows, cols)
@@ -877,11 +885,11 @@ def _solve_level(
         if finest:
             run.rounds = round_
         reference = np.concatenate([u, -v])
-        near_reduced = pool_cost - u[pool // r] - v[pool % r]
+        near_reduced = pool_cost - u[pool_rows] - v[pool_cols]
         near_bad = near_reduced < -_DUAL_TOL
         if np.count_nonzero(near_bad) > _PARTIAL_PRICING * (s + r):
             # many violations among near pairs: add those, skip the check over all pairs
-            bad_rows, bad_cols = pool[near_bad] // r, pool[near_bad] % r
+            bad_rows, bad_cols = pool_rows[near_bad], pool_cols[near_bad]
             bad_reduced = near_reduced[near_bad]
             lower = -math.inf
             status = "bound after the next full check"
