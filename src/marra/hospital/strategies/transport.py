@@ -949,11 +949,16 @@ def sparse_transport(
        flow, all its senders x all its receivers (always feasible). POT's network simplex
        solves the problem restricted to the candidates, warm-started from the coarser level's
        potentials (later rounds: the previous round's), which cuts its pivots several-fold.
+       On levels of at least 40,000 senders and receivers that first plan is then improved
+       window by window (:func:`_improve_in_windows`: exact dense solves on k-d tree windows
+       of a few hundred hospitals, flows across window borders kept), and the improved plan's
+       support joins the candidates: far fewer pivots for the rounds that follow.
     3. **Check the duals** over all pairs: the plan is optimal if no pair has a negative
        reduced cost ``d_ij - u_i - v_j``. The potentials are first chosen, among the optimal
        potentials of the restricted problem, close to the coarser level's (:func:`_tame`);
        the pairs with ``d_ij < u_i + v_j`` are found without a dense matrix by a ball query on
-       a k-d tree of the receivers (:meth:`_BoxTree.pairs_within`).
+       a k-d tree of the receivers (:meth:`_BoxTree.pairs_within`); once few potentials move,
+       only the hospitals whose potential rose are priced (:class:`_DualCheck`).
     4. **Widen** the candidates with the most violated pairs (4 per sender and per receiver) and
        solve again, until no pair is violated: then the plan is optimal over all pairs.
 
