@@ -77,7 +77,7 @@ _DENSE_LEVEL_CELLS = 250_000
 _ADD_PER_NODE = 4
 
 #: Nearest receivers per sender and senders per receiver priced before the check over all pairs.
-_NEAR = 16
+_NEAR = 8
 
 #: Partial pricing: while more than this fraction of ``senders + receivers`` near pairs are
 #: violated, the round adds those and skips the (costlier) check over all pairs.
