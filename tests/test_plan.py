@@ -844,6 +844,18 @@ def _random_points(rng, count: int) -> np.ndarray:
     return np.column_stack([rng.uniform(50.0, 58.0, count), rng.uniform(-5.5, 1.5, count)])
 
 
+def _random_transport(rng, senders: int, receivers: int):
+    """Random points and whole amounts with equal totals, or ``None`` when the last receiver's
+    demand would not be positive."""
+    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
+    supply = rng.integers(1, 9, senders).astype(float)
+    demand = rng.integers(1, 9, receivers).astype(float)
+    demand[-1] += supply.sum() - demand.sum()
+    if demand[-1] <= 0:
+        return None
+    return origin, destination, supply, demand
+
+
 @settings(deadline=None, max_examples=60)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1))
 def test_dual_check_finds_exactly_the_violated_pairs(senders, receivers, seed):
@@ -879,12 +891,10 @@ def test_dual_check_finds_exactly_the_violated_pairs(senders, receivers, seed):
 @given(st.integers(2, 30), st.integers(2, 30), st.integers(0, 2**32 - 1))
 def test_tamed_potentials_stay_optimal_for_the_restricted_problem(senders, receivers, seed):
     rng = np.random.default_rng(seed)
-    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
-    supply = rng.integers(1, 9, senders).astype(float)
-    demand = rng.integers(1, 9, receivers).astype(float)
-    demand[-1] += supply.sum() - demand.sum()
-    if demand[-1] <= 0:
+    drawn = _random_transport(rng, senders, receivers)
+    if drawn is None:
         return
+    origin, destination, supply, demand = drawn
     cost = haversine_km(origin[:, None, :], destination[None, :, :])
     # a sparse candidate set that is feasible: a largest-first plan plus random pairs
     lf_rows, lf_cols, _ = _largest_first(supply, demand, 0.0)
@@ -926,12 +936,10 @@ def test_pair_km_gives_the_great_circle_distance(senders, receivers, seed):
 @given(st.integers(2, 40), st.integers(2, 40), st.integers(1, 16), st.integers(0, 2**32 - 1))
 def test_a_window_sweep_keeps_every_amount_and_never_costs_more(senders, receivers, size, seed):
     rng = np.random.default_rng(seed)
-    origin, destination = _random_points(rng, senders), _random_points(rng, receivers)
-    supply = rng.integers(1, 9, senders).astype(float)
-    demand = rng.integers(1, 9, receivers).astype(float)
-    demand[-1] += supply.sum() - demand.sum()
-    if demand[-1] <= 0:
+    drawn = _random_transport(rng, senders, receivers)
+    if drawn is None:
         return
+    origin, destination, supply, demand = drawn
     x, y = unit_vectors(origin), unit_vectors(destination)
     start = _largest_first(supply, demand, 0.0)  # a poor plan: much to improve
     label = _windows(np.vstack([x, y]), size, float(rng.uniform(0, math.pi)))
